@@ -1,0 +1,69 @@
+"""`Exit`: what `Vcpu.run()` returns, shaped like KVM's `struct kvm_run` exit payloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .kvm import ExitReason, InternalErrorSuberror, SystemEventType
+
+
+@dataclass
+class MmioExit:
+    """kvm_run.mmio: a guest access to guest-physical memory with nothing behind it.
+    For a read, put the value in `data` (little-endian, `len` bytes) before the next run."""
+
+    phys_addr: int
+    data: bytearray
+    len: int
+    is_write: bool
+
+
+@dataclass
+class HypercallExit:
+    """kvm_run.hypercall for an SMCCC call the host chose to handle (KVM_EXIT_HYPERCALL
+    with the SMCCC filter): `nr` is the function ID; set `ret` (x0..x3) before running on."""
+
+    nr: int
+    args: tuple[int, ...]
+    flags: int  # KVM_HYPERCALL_EXIT_SMC (bit 0) when the conduit was SMC
+    immediate: int
+    ret: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+
+
+@dataclass
+class SystemEventExit:
+    type: SystemEventType
+    flags: int = 0
+
+
+@dataclass
+class InternalErrorExit:
+    suberror: InternalErrorSuberror
+    message: str
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Exit:
+    reason: ExitReason
+    pc: int
+    mmio: MmioExit | None = None
+    hypercall: HypercallExit | None = None
+    system_event: SystemEventExit | None = None
+    internal: InternalErrorExit | None = None
+    instructions: int | None = None  # retired this run, when the run counted them
+
+    def describe(self) -> str:
+        text = f"{self.reason.name} at pc={self.pc:#x}"
+        if self.mmio:
+            m = self.mmio
+            text += f" {'write' if m.is_write else 'read'} {m.len}B @ {m.phys_addr:#x}"
+            if m.is_write:
+                text += f" data={int.from_bytes(m.data[:m.len], 'little'):#x}"
+        if self.system_event:
+            text += f" {self.system_event.type.name}"
+        if self.hypercall:
+            text += f" function {self.hypercall.nr:#010x}"
+        if self.internal:
+            text += f" {self.internal.suberror.name}: {self.internal.message}"
+        return text

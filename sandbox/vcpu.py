@@ -1,0 +1,466 @@
+"""One vCPU = one Unicorn instance, and its run loop.
+
+`Vcpu.run()` runs the guest until something needs the host and returns an `Exit`. Traps
+are classified in `traps.py`; this module applies the decisions: exception entry (through
+`arch.exception.take_exception`, the only place an entry is computed), hypercalls (the
+`hyp` shim), emulated system registers, and exits. With nothing pending the only hooks are
+the interrupt hook and the unmapped-memory hook, which fire only on traps, so the guest runs
+at Unicorn's own speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
+                     UC_HOOK_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM,
+                     UC_PROT_ALL, Uc, UcError)
+from unicorn import arm64_const as A
+
+from . import icount
+from .arch import pstate as ps
+from .arch.esr import EC, ec_of
+from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
+from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
+from .disasm import disassemble_one
+from .exits import Exit, InternalErrorExit, MmioExit, SystemEventExit
+from .hyp.smccc import Conduit
+from .kvm import EBUSY, EINVAL, ExitReason, InternalErrorSuberror, kvm_error
+from .sysregs import EmulatedSysRegs
+from .traps import Access, Trap, TrapKind, classify_fault, classify_interrupt, guest_exception
+
+if TYPE_CHECKING:
+    from .vm import Vm
+
+_X_IDS = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+
+# Registers Unicorn exposes with their own constants; everything else goes through CP_REG.
+_DIRECT = {
+    "pc": A.UC_ARM64_REG_PC, "sp": A.UC_ARM64_REG_SP, "sp_el0": A.UC_ARM64_REG_SP_EL0,
+    "sp_el1": A.UC_ARM64_REG_SP_EL1, "nzcv": A.UC_ARM64_REG_NZCV,
+    "elr_el1": A.UC_ARM64_REG_ELR_EL1, "esr_el1": A.UC_ARM64_REG_ESR_EL1, "far_el1": A.UC_ARM64_REG_FAR_EL1,
+    "vbar_el1": A.UC_ARM64_REG_VBAR_EL1, "ttbr0_el1": A.UC_ARM64_REG_TTBR0_EL1,
+    "ttbr1_el1": A.UC_ARM64_REG_TTBR1_EL1, "mair_el1": A.UC_ARM64_REG_MAIR_EL1,
+    "tpidr_el0": A.UC_ARM64_REG_TPIDR_EL0, "tpidrro_el0": A.UC_ARM64_REG_TPIDRRO_EL0,
+    "tpidr_el1": A.UC_ARM64_REG_TPIDR_EL1, "par_el1": A.UC_ARM64_REG_PAR_EL1,
+    "cpacr_el1": A.UC_ARM64_REG_CPACR_EL1,
+}
+for _i, _rid in enumerate(_X_IDS):
+    _DIRECT[f"x{_i}"] = _rid
+_DIRECT["lr"] = A.UC_ARM64_REG_X30
+_DIRECT["fp"] = A.UC_ARM64_REG_X29
+
+_SPSR_EL1 = SYSREGS["SPSR_EL1"]
+_SCTLR_EL1 = SYSREGS["SCTLR_EL1"]
+_TPIDR_EL0 = SYSREGS["TPIDR_EL0"]
+
+def _is_call(esr: int | None) -> bool:
+    """SVC/HVC/SMC are deliberate calls: repeating one is the guest's choice, not a storm."""
+    return esr is not None and ec_of(esr) in (EC.SVC64, EC.HVC64, EC.SMC64)
+
+
+RESET_PSTATE = ps.DAIF | ps.EL1H  # 0x3c5: EL1h with D, A, I, F masked (KVM vCPU reset)
+DEFAULT_TIME_BUDGET = 10.0  # seconds
+
+
+@dataclass
+class _Stop:
+    """Why the hooks stopped Unicorn; handled by the run loop after emu_start returns."""
+
+    exit: Exit | None = None
+    trap: Trap | None = None
+
+
+class Vcpu:
+    def __init__(self, vm: "Vm", index: int, mpidr: int):
+        self.vm = vm
+        self.index = index
+        self.mpidr = mpidr
+        self.features = CpuFeatures()
+        self.sysregs = EmulatedSysRegs(ras=vm.ras)
+        self._running = False
+        self._stop: _Stop | None = None
+        self._storm_key: tuple[int, int, int] | None = None
+        self._storm_count = 0
+        self.instructions = 0  # retired instructions, counted while a run counts them
+        self.last_exit: Exit | None = None
+        self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
+        # `until` is never used: the loop stops through hooks, budgets and exits only.
+        self.uc.ctl_exits_enabled(True)
+        self.uc.ctl_set_exits([])
+        for region in vm.memory.ram:
+            self._map_ram(region)
+        for region in vm.memory.mmio:
+            self._map_mmio(region)
+        self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self.uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED,
+                         self._on_unmapped)
+        self.reset()
+
+    # -- memory ------------------------------------------------------------------------
+
+    def _map_ram(self, region: Any) -> None:
+        self.uc.mem_map_ptr(region.base, region.size, UC_PROT_ALL, region.host_address)
+
+    def _map_mmio(self, region: Any) -> None:
+        dev = region.device
+
+        def rd(uc: Uc, offset: int, size: int, _ud: object) -> int:
+            try:
+                return dev.read(offset, size) & ((1 << (8 * size)) - 1)
+            except Exception:
+                self._host_error(f"device {region.name!r} read at +{offset:#x}")
+                return 0
+
+        def wr(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+            try:
+                dev.write(offset, size, value)
+            except Exception:
+                self._host_error(f"device {region.name!r} write at +{offset:#x}")
+
+        self.uc.mmio_map(region.base, region.size, rd, None, wr, None)
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        return self.vm.memory.read(address, size)
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        self.vm.memory.write(address, data)
+
+    def _fetch(self, address: int) -> int | None:
+        try:
+            return int.from_bytes(self.uc.mem_read(address, 4), "little")
+        except UcError:
+            return None
+
+    # -- registers -----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Architectural reset as a KVM vCPU after KVM_ARM_VCPU_INIT: EL1h, DAIF masked,
+        general-purpose registers zero; SCR_EL3.{NS,HCE,RW} and HCR_EL2.RW set so that HVC
+        and SMC reach the shim and ERET to EL1/EL0 is legal on Unicorn."""
+        uc = self.uc
+        uc.cpr_write(*SYSREGS["SCR_EL3"], SCR_NS | SCR_HCE | SCR_RW)
+        uc.cpr_write(*SYSREGS["HCR_EL2"], HCR_RW)
+        # MPIDR_EL1 reads VMPIDR_EL2 at EL1 when EL2 is implemented (Arm ARM D17.2.101).
+        uc.cpr_write(*SYSREGS["VMPIDR_EL2"], self.mpidr | (1 << 31))
+        uc.reg_write_batch([(rid, 0) for rid in _X_IDS])
+        self.set_pstate(RESET_PSTATE)
+        self.sysregs.disr_el1 = 0
+        self._storm_key, self._storm_count = None, 0
+
+    def set_pstate(self, value: int) -> None:
+        """Write PSTATE and make Unicorn notice a new EL: a PSTATE write alone does not
+        rebuild the cached hflags until a CP-register write (unicorn #2333)."""
+        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
+        self.uc.cpr_write(*_TPIDR_EL0, self.uc.cpr_read(*_TPIDR_EL0))
+
+    def pstate(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+
+    def reg(self, name: str) -> int:
+        """Read a register by name: x0-x30, sp, sp_el0, sp_el1, pc, pstate, nzcv, or a
+        system register (e.g. 'VBAR_EL1', 'DISR_EL1')."""
+        key = name.lower()
+        rid = _DIRECT.get(key)
+        if rid is not None:
+            return self.uc.reg_read(rid)
+        if key == "pstate":
+            return self.pstate()
+        enc = self._sysreg(name)
+        if self.sysregs.handles(enc):
+            return self.sysregs.read(enc)
+        return self.uc.cpr_read(*enc)
+
+    def set_reg(self, name: str, value: int) -> None:
+        self._refuse_while_running("set a register")
+        key = name.lower()
+        value &= 0xFFFFFFFFFFFFFFFF
+        rid = _DIRECT.get(key)
+        if rid is not None:
+            self.uc.reg_write(rid, value)
+            return
+        if key == "pstate":
+            self.set_pstate(value)
+            return
+        enc = self._sysreg(name)
+        if self.sysregs.handles(enc):
+            self.sysregs.write(enc, value)
+            return
+        self.uc.cpr_write(*enc, value)
+
+    def regs(self) -> dict[str, int]:
+        """x0-x30, sp_el0, sp_el1, pc and pstate in one batched read."""
+        ids = _X_IDS + [A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_PC, A.UC_ARM64_REG_PSTATE]
+        names = [f"x{i}" for i in range(31)] + ["sp_el0", "sp_el1", "pc", "pstate"]
+        return dict(zip(names, self.uc.reg_read_batch(ids)))
+
+    def set_regs(self, values: dict[str, int]) -> None:
+        self._refuse_while_running("set registers")
+        batch, pstate = [], None
+        for name, value in values.items():
+            key = name.lower()
+            if key == "pstate":
+                pstate = value
+            elif key in _DIRECT:
+                batch.append((_DIRECT[key], value & 0xFFFFFFFFFFFFFFFF))
+            else:
+                self.set_reg(name, value)
+        if batch:
+            self.uc.reg_write_batch(batch)
+        if pstate is not None:
+            self.set_pstate(pstate)
+
+    @staticmethod
+    def _sysreg(name: str) -> SysReg:
+        enc = SYSREGS.get(name.upper())
+        if enc is None:
+            raise kvm_error(EINVAL, f"unknown register {name!r}")
+        return enc
+
+    def _refuse_while_running(self, what: str) -> None:
+        if self._running:
+            raise kvm_error(EBUSY, f"cannot {what} while the vCPU is running")
+
+    # -- exception entry ------------------------------------------------------------------
+
+    def take_exception(self, kind: ExceptionKind, esr: int | None, preferred_return: int,
+                       far: int | None = None, from_pstate: int | None = None) -> ExceptionEntry:
+        """Enter the guest's EL1 vector for an exception (AArch64.TakeException) and write
+        ESR/FAR/ELR/SPSR/PSTATE/PC. Every exception the guest takes comes through here."""
+        uc = self.uc
+        if from_pstate is None:
+            from_pstate = self.pstate()
+        entry = take_exception(
+            kind=kind, from_pstate=from_pstate, preferred_return=preferred_return,
+            vbar=uc.reg_read(A.UC_ARM64_REG_VBAR_EL1), sctlr_el1=uc.cpr_read(*_SCTLR_EL1),
+            esr=esr, far=far, features=self.features)
+        if self._storm(entry):
+            return entry
+        if entry.esr is not None:
+            uc.reg_write(A.UC_ARM64_REG_ESR_EL1, entry.esr)
+        if entry.far is not None:
+            uc.reg_write(A.UC_ARM64_REG_FAR_EL1, entry.far)
+        uc.reg_write(A.UC_ARM64_REG_ELR_EL1, entry.elr)
+        uc.cpr_write(*_SPSR_EL1, entry.spsr)
+        uc.reg_write(A.UC_ARM64_REG_PSTATE, entry.pstate)
+        uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))  # hflags rebuild (unicorn #2333)
+        uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
+        self.vm.trace_exception(self, entry)
+        return entry
+
+    def _storm(self, entry: ExceptionEntry) -> bool:
+        """An exception storm: the same vector with the same syndrome entered again and again,
+        each time at the instruction the handler returned to (ELR unchanged or +4: the
+        interrupted code made no progress). Stops the run instead of entering."""
+        key = (entry.vector_offset, entry.esr or 0)
+        prev = self._storm_key
+        if (prev is not None and prev[:2] == key and entry.elr in (prev[2], prev[2] + 4)
+                and not _is_call(entry.esr)):
+            self._storm_count += 1
+        else:
+            self._storm_count = 1
+        self._storm_key = (key[0], key[1], entry.elr)
+        if self._storm_count < self.vm.storm_threshold:
+            return False
+        insn = self._fetch(entry.elr)
+        text = disassemble_one(insn, entry.elr) if insn is not None else "(not readable)"
+        message = (f"exception storm: vector +{entry.vector_offset:#05x} entered {self._storm_count} times "
+                   f"in a row with ESR {entry.esr or 0:#010x} without progress; "
+                   f"faulting instruction {entry.elr:#x}: {text}")
+        self._stop_with(Exit(ExitReason.INTERNAL_ERROR, entry.elr, internal=InternalErrorExit(
+            InternalErrorSuberror.EXCEPTION_STORM, message,
+            {"vector": entry.vector_offset, "esr": entry.esr, "elr": entry.elr, "insn": text})))
+        self._storm_key, self._storm_count = None, 0
+        return True
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _stop_with(self, exit_: Exit | None = None, trap: Trap | None = None) -> None:
+        self._stop = _Stop(exit_, trap)
+        self.uc.emu_stop()
+
+    def _host_error(self, what: str) -> None:
+        self._stop_with(Exit(ExitReason.INTERNAL_ERROR, self.uc.reg_read(A.UC_ARM64_REG_PC),
+                             internal=InternalErrorExit(InternalErrorSuberror.HOST_ERROR,
+                                                        f"{what}: {traceback.format_exc(limit=6)}")))
+
+    def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
+        try:
+            if intno == 11 or intno == 13:  # EXCP_HVC / EXCP_SMC: the hot path, kept short
+                self._hypercall(Conduit.HVC if intno == 11 else Conduit.SMC)
+                return
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            trap = classify_interrupt(intno, pc, self.pstate(), self._fetch)
+            self._dispatch(trap)
+        except Exception:
+            self._host_error("trap dispatch")
+
+    def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
+        try:
+            kind = (Access.FETCH if access == UC_MEM_FETCH_UNMAPPED else
+                    Access.WRITE if access == UC_MEM_WRITE_UNMAPPED else Access.READ)
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            trap = classify_fault(kind, address, size, pc)
+            self._stop = _Stop(None, trap)
+        except Exception:
+            self._host_error("memory fault")
+        return False  # Unicorn stops with UC_ERR_*_UNMAPPED; the run loop takes it from there
+
+    # -- trap dispatch ------------------------------------------------------------------------
+
+    def _dispatch(self, trap: Trap) -> None:
+        """Apply the decision for a trap raised inside the interrupt hook."""
+        k = trap.kind
+        if k is TrapKind.SYSREG and trap.sysreg is not None and self.sysregs.handles(trap.sysreg.reg):
+            self._emulate_sysreg(trap)
+            return
+        if k is TrapKind.UNHANDLED:
+            self._unhandled(trap)
+            return
+        far = None
+        if k is TrapKind.ALIGNMENT_FAULT and trap.loadstore is not None:
+            far = self.reg(f"x{trap.loadstore.rn}") if trap.loadstore.rn != 31 else self.uc.reg_read(A.UC_ARM64_REG_SP)
+        pstate = self.pstate()
+        exc = guest_exception(trap, pstate, far)
+        self.take_exception(ExceptionKind.SYNC, exc.esr, exc.preferred_return, exc.far, pstate)
+
+    def _emulate_sysreg(self, trap: Trap) -> None:
+        acc = trap.sysreg
+        assert acc is not None
+        if acc.is_read:
+            if acc.rt != 31:
+                self.uc.reg_write(_X_IDS[acc.rt], self.sysregs.read(acc.reg))
+        else:
+            self.sysregs.write(acc.reg, 0 if acc.rt == 31 else self.uc.reg_read(_X_IDS[acc.rt]))
+        self.uc.reg_write(A.UC_ARM64_REG_PC, trap.pc + 4)
+
+    def _unhandled(self, trap: Trap) -> None:
+        insn = self._fetch(trap.pc)
+        text = disassemble_one(insn, trap.pc) if insn is not None else "(not readable)"
+        self._stop_with(Exit(ExitReason.INTERNAL_ERROR, trap.pc, internal=InternalErrorExit(
+            InternalErrorSuberror.UNHANDLED_TRAP, f"{trap.detail} at {trap.pc:#x}: {text}")))
+
+    def _hypercall(self, conduit: Conduit) -> None:
+        uc = self.uc
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        insn = self._fetch(pc - 4) or 0
+        result = self.vm.hypervisor.call(self, conduit, (insn >> 5) & 0xFFFF, uc.reg_read(A.UC_ARM64_REG_X0))
+        if result.regs:
+            uc.reg_write_batch(list(zip(_X_IDS, result.regs)))
+        if result.system_event is not None:
+            self._stop_with(Exit(ExitReason.SYSTEM_EVENT, pc, system_event=SystemEventExit(result.system_event)))
+
+    def _fault(self, trap: Trap) -> Exit | None:
+        """An access to a guest-physical address with no RAM and no device."""
+        if self.vm.unbacked_policy == "exit" and trap.access is not Access.FETCH:
+            data = bytearray(8)
+            if trap.access is Access.WRITE:
+                ls = self._loadstore_at(trap.pc)
+                if ls is not None and ls.rt != 31:
+                    data[:] = self.uc.reg_read(_X_IDS[ls.rt]).to_bytes(8, "little")
+            return Exit(ExitReason.MMIO, trap.pc, mmio=MmioExit(trap.address or 0, data, trap.size,
+                                                                trap.access is Access.WRITE))
+        pstate = self.pstate()
+        # FAR is the faulting virtual address; with the MMU off it equals the physical
+        # address Unicorn reports.
+        exc = guest_exception(trap, pstate, far=trap.address)
+        self.take_exception(ExceptionKind.SYNC, exc.esr, exc.preferred_return, exc.far, pstate)
+        return None
+
+    def _loadstore_at(self, pc: int) -> Any:
+        from .arch.decode import decode_load_store
+        insn = self._fetch(pc)
+        return decode_load_store(insn) if insn is not None else None
+
+    # -- the run loop -------------------------------------------------------------------------
+
+    def run(self, *, max_instructions: int | None = None, timeout: float | None = DEFAULT_TIME_BUDGET) -> Exit:
+        """Run until the guest needs the host. `max_instructions` (exact, costs Unicorn's
+        per-instruction counter) and `timeout` (seconds of wall time) bound the run."""
+        if self._running:
+            raise kvm_error(EBUSY, "the vCPU is already running")
+        if max_instructions is not None and max_instructions < 0:
+            raise kvm_error(EINVAL, "max_instructions must be >= 0")
+        self._running = True
+        try:
+            exit_ = self._run(max_instructions, timeout)
+        except Exception:
+            exit_ = Exit(ExitReason.INTERNAL_ERROR, self.uc.reg_read(A.UC_ARM64_REG_PC),
+                         internal=InternalErrorExit(InternalErrorSuberror.HOST_ERROR, traceback.format_exc(limit=8)))
+        finally:
+            self._running = False
+        self.last_exit = exit_
+        self.vm.trace_exit(self, exit_)
+        return exit_
+
+    def _run(self, max_instructions: int | None, timeout: float | None) -> Exit:
+        uc = self.uc
+        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = max_instructions
+        retired = 0
+        while True:
+            if remaining == 0:
+                return Exit(ExitReason.INSTRUCTION_BUDGET, uc.reg_read(A.UC_ARM64_REG_PC), instructions=retired)
+            micros = 0
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return Exit(ExitReason.TIME_BUDGET, uc.reg_read(A.UC_ARM64_REG_PC),
+                                instructions=retired if remaining is not None else None)
+                micros = max(1, int(left * 1e6))
+            self._stop = None
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            error: UcError | None = None
+            try:
+                uc.emu_start(pc, 0, timeout=micros, count=remaining or 0)
+            except UcError as e:
+                error = e
+            stop = self._stop
+            if remaining is not None:
+                started = icount.started_instructions(uc)
+                if started is not None:
+                    done = min(started, remaining)
+                    # An instruction that faulted (abort, UNDEFINED...) was started but did
+                    # not retire; SVC/HVC/SMC complete before their trap.
+                    if stop is not None and stop.trap is not None and done and started <= remaining:
+                        done -= 1
+                    retired += done
+                    remaining -= done
+                    self.instructions += done
+            if stop is not None and stop.exit is not None:
+                stop.exit.instructions = retired if max_instructions is not None else None
+                return stop.exit
+            if stop is not None and stop.trap is not None:
+                trap = stop.trap
+                if trap.access is not Access.FETCH:
+                    # The PC a memory hook sees can be the start of the translation block;
+                    # after the fault Unicorn has restored the exact PC of the access.
+                    trap = dataclasses.replace(trap, pc=uc.reg_read(A.UC_ARM64_REG_PC))
+                exit_ = self._fault(trap)
+                if exit_ is not None:
+                    exit_.instructions = retired if max_instructions is not None else None
+                    return exit_
+                continue
+            if error is not None:
+                return Exit(ExitReason.INTERNAL_ERROR, uc.reg_read(A.UC_ARM64_REG_PC), internal=InternalErrorExit(
+                    InternalErrorSuberror.EMULATION, f"Unicorn: {error}"))
+            if remaining == 0:
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                continue
+            # Unicorn returned on its own: WFI halts the CPU (QEMU EXCP_HLT).
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            if self._fetch(pc - 4) == 0xD503207F:
+                if self._wakeup_pending():
+                    continue
+                return Exit(ExitReason.IDLE, pc, instructions=retired if max_instructions is not None else None)
+            # WFE / YIELD and other voluntary stops: carry on.
+
+    def _wakeup_pending(self) -> bool:
+        """Whether a WFI would wake now (an interrupt or SError pending, masked or not)."""
+        return False

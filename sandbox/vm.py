@@ -1,0 +1,128 @@
+"""`Vm`: guest-physical memory, devices, capabilities, the hypervisor shim and the vCPUs.
+
+A Vm is what a VMM creates with KVM_CREATE_VM: it owns guest RAM (host buffers mapped into
+every vCPU), the MMIO map, the capabilities the host can query (`check_extension`) and
+enable (`enable_cap`), and the policy for accesses to addresses with nothing behind them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+from .arch.exception import ExceptionEntry
+from .asm import Program
+from .exits import Exit
+from .firmware import ExceptionRecord, exception_records
+from .hyp import Hypervisor
+from .hyp.smccc import Conduit
+from .kvm import EBUSY, EINVAL, Cap, kvm_error
+from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
+from .vcpu import Vcpu
+
+RAM_BASE = 0x40000000  # QEMU virt's RAM base
+DEFAULT_RAM_SIZE = 64 << 20
+UnbackedPolicy = Literal["abort", "exit"]
+
+
+class Vm:
+    def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = RAM_BASE,
+                 unbacked: UnbackedPolicy = "abort", ras: bool = True,
+                 storm_threshold: int = 64, max_ram: int = DEFAULT_MAX_RAM,
+                 psci_conduit: Conduit = Conduit.HVC):
+        """`unbacked` chooses what a guest access to an address with no RAM and no device
+        does: "abort" takes a synchronous external abort in the guest (what QEMU's virt board
+        does), "exit" returns KVM_EXIT_MMIO to the host (what KVM does). `ras` models a CPU
+        with FEAT_RAS (ESB, DISR_EL1, error records, VSESR_EL2-style SError syndromes)."""
+        if unbacked not in ("abort", "exit"):
+            raise kvm_error(EINVAL, f"unbacked policy must be 'abort' or 'exit', not {unbacked!r}")
+        if storm_threshold < 2:
+            raise kvm_error(EINVAL, "storm_threshold must be at least 2")
+        self.memory = MemoryMap(max_ram)
+        self.unbacked_policy: UnbackedPolicy = unbacked
+        self.ras = ras
+        self.storm_threshold = storm_threshold
+        self.hypervisor = Hypervisor(psci_conduit)
+        self.vcpus: list[Vcpu] = []
+        self.caps: dict[Cap, int] = {
+            Cap.VCPU_EVENTS: 1,
+            Cap.ARM_PSCI: 1,
+            Cap.ARM_PSCI_0_2: 1,
+        }
+        if ras:
+            self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
+        self.enabled_caps: set[Cap] = set()
+        self.exception_listeners: list[Callable[[Vcpu, ExceptionEntry], None]] = []
+        self.exit_listeners: list[Callable[[Vcpu, Exit], None]] = []
+        if ram_size:
+            self.add_ram(ram_base, ram_size)
+
+    # -- memory and devices ------------------------------------------------------------
+
+    def add_ram(self, base: int, size: int) -> None:
+        region = self.memory.add_ram(base, size)
+        for v in self.vcpus:
+            v._map_ram(region)
+
+    def add_device(self, base: int, size: int, device: MmioDevice, name: str) -> None:
+        region = self.memory.add_mmio(base, size, device, name)
+        for v in self.vcpus:
+            v._map_mmio(region)
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        return self.memory.read(address, size)
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        self.memory.write(address, data)
+
+    def load(self, program: Program) -> None:
+        """Copy an assembled image into guest RAM at its base address."""
+        self.memory.write(program.base, program.code)
+
+    # -- capabilities ------------------------------------------------------------------
+
+    def check_extension(self, cap: int) -> int:
+        """KVM_CHECK_EXTENSION: 0 when the capability is not offered."""
+        try:
+            return self.caps.get(Cap(cap), 0)
+        except ValueError:
+            return 0
+
+    def set_capability(self, cap: Cap, offered: bool) -> None:
+        """Configure what this Vm advertises (a CPU without RAS has no SET_SERROR_ESR)."""
+        if self.vcpus:
+            raise kvm_error(EBUSY, "capabilities are fixed once a vCPU exists")
+        if offered:
+            self.caps[cap] = 1
+        else:
+            self.caps.pop(cap, None)
+
+    def enable_cap(self, cap: Cap) -> None:
+        """KVM_ENABLE_CAP for VM capabilities that change behaviour (NISV_TO_USER, SEA_TO_USER)."""
+        if not self.check_extension(cap):
+            raise kvm_error(EINVAL, f"capability {Cap(cap).name} is not offered")
+        self.enabled_caps.add(Cap(cap))
+
+    # -- vCPUs ---------------------------------------------------------------------------
+
+    def create_vcpu(self, mpidr: int | None = None) -> Vcpu:
+        """KVM_CREATE_VCPU. MPIDR defaults to Aff0 = the vCPU index."""
+        index = len(self.vcpus)
+        vcpu = Vcpu(self, index, index if mpidr is None else mpidr)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    # -- the guest library -----------------------------------------------------------------
+
+    def exception_records(self, program: Program, cpu: int = 0) -> list[ExceptionRecord]:
+        """What firmware/vectors.S recorded on CPU `cpu` (MPIDR Aff0), oldest first."""
+        return exception_records(self, program["exc_ring"], cpu)
+
+    # -- observers ---------------------------------------------------------------------------
+
+    def trace_exception(self, vcpu: Vcpu, entry: ExceptionEntry) -> None:
+        for fn in self.exception_listeners:
+            fn(vcpu, entry)
+
+    def trace_exit(self, vcpu: Vcpu, exit_: Exit) -> None:
+        for fn in self.exit_listeners:
+            fn(vcpu, exit_)
