@@ -16,14 +16,14 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from unicorn import (UC_ARCH_ARM64, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
                      UC_HOOK_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM,
                      UC_PROT_ALL, Uc, UcError)
 from unicorn import arm64_const as A
 
 from . import icount
 from .arch import pstate as ps
-from .arch.esr import EC, ec_of
+from .arch.esr import EC, ec_of, syn_illegal_state
 from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
 from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
@@ -86,6 +86,7 @@ class Vcpu:
         self._stop: _Stop | None = None
         self._storm_key: tuple[int, int, int] | None = None
         self._storm_count = 0
+        self._eret_hooks: dict[int, int] = {}
         self.instructions = 0  # retired instructions, counted while a run counts them
         self.last_exit: Exit | None = None
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
@@ -101,6 +102,8 @@ class Vcpu:
         self.uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED,
                          self._on_unmapped)
         self.reset()
+        for address in vm.eret_sites:
+            self.watch_eret(address)
 
     # -- memory ------------------------------------------------------------------------
 
@@ -124,6 +127,11 @@ class Vcpu:
                 self._host_error(f"device {region.name!r} write at +{offset:#x}")
 
         self.uc.mmio_map(region.base, region.size, rd, None, wr, None)
+
+    def watch_eret(self, address: int) -> None:
+        """Check the ERET at `address` before it executes (see `_on_eret`)."""
+        if address not in self._eret_hooks:
+            self._eret_hooks[address] = self.uc.hook_add(UC_HOOK_CODE, self._on_eret, None, address, address)
 
     def read_memory(self, address: int, size: int) -> bytes:
         return self.vm.memory.read(address, size)
@@ -300,6 +308,27 @@ class Vcpu:
         except Exception:
             self._host_error("trap dispatch")
 
+    def _on_eret(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        """An ERET is about to execute. Unicorn marks an illegal exception return with
+        PSTATE.IL but never raises the Illegal Execution State exception that follows
+        (its cached hflags are not rebuilt, unicorn #2333), so the sandbox does: an ERET
+        from EL1 whose SPSR_EL1 names EL2/EL3 or a reserved mode is an illegal return
+        (Arm ARM D1.11.4): PSTATE takes SPSR's flags and masks, keeps EL and SP, gets IL=1,
+        and the instruction at ELR takes the Illegal Execution State exception (EC 0x0E)."""
+        try:
+            pstate = self.pstate()
+            if ps.el(pstate) != 1:
+                return  # ERET at EL0 is UNDEFINED: Unicorn raises that itself
+            spsr = uc.cpr_read(*_SPSR_EL1)
+            if spsr & ps.NRW or (spsr & ps.M_MASK) in (ps.EL0T, ps.EL1T, ps.EL1H):
+                return
+            elr = uc.reg_read(A.UC_ARM64_REG_ELR_EL1)
+            keep = ps.NZCV | ps.DAIF | ps.PAN | ps.DIT | ps.SSBS | ps.TCO
+            illegal = (spsr & keep) | ps.IL | (pstate & ps.M_MASK)
+            self.take_exception(ExceptionKind.SYNC, syn_illegal_state(), elr, from_pstate=illegal)
+        except Exception:
+            self._host_error("ERET check")
+
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
         try:
             kind = (Access.FETCH if access == UC_MEM_FETCH_UNMAPPED else
@@ -369,8 +398,10 @@ class Vcpu:
         # FAR is the faulting virtual address; with the MMU off it equals the physical
         # address Unicorn reports.
         exc = guest_exception(trap, pstate, far=trap.address)
+        self._stop = None
         self.take_exception(ExceptionKind.SYNC, exc.esr, exc.preferred_return, exc.far, pstate)
-        return None
+        stopped = self._stop
+        return stopped.exit if stopped is not None else None
 
     def _loadstore_at(self, pc: int) -> Any:
         from .arch.decode import decode_load_store

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Literal
 
+from .arch import decode
 from .arch.exception import ExceptionEntry
 from .asm import Program
 from .exits import Exit
@@ -53,6 +54,7 @@ class Vm:
         self.enabled_caps: set[Cap] = set()
         self.exception_listeners: list[Callable[[Vcpu, ExceptionEntry], None]] = []
         self.exit_listeners: list[Callable[[Vcpu, Exit], None]] = []
+        self.eret_sites: set[int] = set()
         if ram_size:
             self.add_ram(ram_base, ram_size)
 
@@ -77,6 +79,16 @@ class Vm:
     def load(self, program: Program) -> None:
         """Copy an assembled image into guest RAM at its base address."""
         self.memory.write(program.base, program.code)
+        self.note_code(program.base, program.code)
+
+    def note_code(self, address: int, code: bytes) -> None:
+        """Tell the vCPUs where guest code is: each ERET in it is checked before it runs
+        (Unicorn does not raise the Illegal Execution State exception by itself)."""
+        for off in range(0, len(code) - 3, 4):
+            if decode.is_eret(int.from_bytes(code[off:off + 4], "little")):
+                self.eret_sites.add(address + off)
+                for v in self.vcpus:
+                    v.watch_eret(address + off)
 
     # -- capabilities ------------------------------------------------------------------
 

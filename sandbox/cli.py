@@ -1,0 +1,141 @@
+"""The `sandbox` command: run guest assembly, assemble, disassemble.
+
+Exit codes: 0 the guest ran and stopped cleanly (PSCI SYSTEM_OFF), 1 it stopped any other
+way (budget, exception storm, internal error), 2 bad input (usage, assembly errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .asm import AsmError, assemble_file
+from .disasm import disassemble, disassemble_one
+from .kvm import ExitReason, SystemEventType
+from .vm import RAM_BASE, Vm
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("ib").rstrip("b")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t, 0)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    prog = assemble_file(args.file, args.base)
+    vm = Vm(ram_size=args.ram, ram_base=args.ram_base, unbacked=args.unbacked)
+    vcpu = vm.create_vcpu()
+    vm.load(prog)
+    entry = prog.symbols.get(args.entry, None) if args.entry else prog.symbols.get("_start", prog.base)
+    if entry is None:
+        print(f"{args.file}: no symbol {args.entry!r} to start at", file=sys.stderr)
+        return 2
+    vcpu.set_reg("pc", entry)
+    print(f"loaded {args.file}: {len(prog.code):#x} bytes at {prog.base:#x}, entry {entry:#x}")
+    status = 1
+    for _ in range(args.max_exits):
+        ex = vcpu.run(max_instructions=args.max_instructions, timeout=args.timeout)
+        print(f"exit: {ex.describe()}")
+        if ex.reason is ExitReason.MMIO and ex.mmio and not ex.mmio.is_write:
+            continue  # reads complete with zero, as a VMM without a device would
+        if ex.reason is ExitReason.MMIO:
+            continue
+        if ex.reason is ExitReason.SYSTEM_EVENT and ex.system_event:
+            status = 0 if ex.system_event.type is SystemEventType.SHUTDOWN else 1
+        break
+    if "exc_ring" in prog.symbols:
+        records = vm.exception_records(prog)
+        print(f"exception records ({len(records)}):")
+        for r in records:
+            # SVC/HVC/SMC report the next instruction in ELR; show the one that trapped.
+            at = r.elr - 4 if r.ec in (0x15, 0x16, 0x17) else r.elr
+            try:
+                insn = disassemble_one(vm.read_memory(at, 4), at)
+            except OSError:
+                insn = "(not in RAM)"
+            print(f"  {r.describe()}\n      {at:#x}: {insn}")
+    return status
+
+
+def _cmd_asm(args: argparse.Namespace) -> int:
+    prog = assemble_file(args.file, args.base)
+    if args.output:
+        Path(args.output).write_bytes(prog.code)
+        print(f"wrote {len(prog.code)} bytes to {args.output}")
+    else:
+        for addr, text in disassemble(prog.code[: args.limit * 4], prog.base):
+            word = int.from_bytes(prog.code[addr - prog.base: addr - prog.base + 4], "little")
+            print(f"{addr:#012x}: {word:08x}  {text}")
+    if args.symbols:
+        for name, value in sorted(prog.symbols.items(), key=lambda kv: kv[1]):
+            print(f"{value:#012x} {name}")
+    return 0
+
+
+def _cmd_disasm(args: argparse.Namespace) -> int:
+    if args.hex:
+        data = bytes.fromhex(args.hex.replace(" ", ""))
+    else:
+        data = Path(args.file).read_bytes()
+    for addr, text in disassemble(data, args.base):
+        print(f"{addr:#012x}: {text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sandbox", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="assemble a .S file, run it, print exits and exception records")
+    r.add_argument("file")
+    r.add_argument("--base", type=_int, default=RAM_BASE, help="load address (default 0x40000000)")
+    r.add_argument("--entry", help="symbol to start at (default _start, else the load address)")
+    r.add_argument("--ram", type=_size, default=64 << 20, help="guest RAM size (default 64M)")
+    r.add_argument("--ram-base", type=_int, default=RAM_BASE)
+    r.add_argument("--unbacked", choices=["abort", "exit"], default="abort",
+                   help="accesses to nothing: external abort in the guest (QEMU virt) or KVM_EXIT_MMIO")
+    r.add_argument("--max-instructions", type=int, default=None)
+    r.add_argument("--timeout", type=float, default=10.0, help="wall-time budget in seconds")
+    r.add_argument("--max-exits", type=int, default=64)
+    r.set_defaults(func=_cmd_run)
+    a = sub.add_parser("asm", help="assemble a .S file; print a listing or write the image")
+    a.add_argument("file")
+    a.add_argument("--base", type=_int, default=RAM_BASE)
+    a.add_argument("-o", "--output")
+    a.add_argument("--symbols", action="store_true")
+    a.add_argument("--limit", type=int, default=1 << 30, help="listing: at most this many instructions")
+    a.set_defaults(func=_cmd_asm)
+    d = sub.add_parser("disasm", help="disassemble a flat binary or hex bytes")
+    d.add_argument("file", nargs="?")
+    d.add_argument("--hex")
+    d.add_argument("--base", type=_int, default=0)
+    d.set_defaults(func=_cmd_disasm)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "disasm" and not (args.file or args.hex):
+        parser.error("disasm needs a FILE or --hex")
+    try:
+        return args.func(args)
+    except AsmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
