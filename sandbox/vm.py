@@ -74,11 +74,15 @@ class Vm:
         return self.memory.read(address, size)
 
     def write_memory(self, address: int, data: bytes) -> None:
+        """Write guest RAM from the host. Unicorn's cached translations of that range are
+        dropped in every vCPU, so code the host writes is what runs next."""
         self.memory.write(address, data)
+        for v in self.vcpus:
+            v.uc.ctl_remove_cache(address, address + len(data))
 
     def load(self, program: Program) -> None:
         """Copy an assembled image into guest RAM at its base address."""
-        self.memory.write(program.base, program.code)
+        self.write_memory(program.base, program.code)
         self.note_code(program.base, program.code)
 
     def note_code(self, address: int, code: bytes) -> None:
