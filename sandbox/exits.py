@@ -19,6 +19,14 @@ class MmioExit:
 
 
 @dataclass
+class NisvExit:
+    """kvm_run.arm_nisv: a data abort on an access with no valid instruction syndrome."""
+
+    esr_iss: int
+    fault_ipa: int
+
+
+@dataclass
 class HypercallExit:
     """kvm_run.hypercall for an SMCCC call the host chose to handle (KVM_EXIT_HYPERCALL
     with the SMCCC filter): `nr` is the function ID; set `ret` (x0..x3) before running on."""
@@ -48,6 +56,7 @@ class Exit:
     reason: ExitReason
     pc: int
     mmio: MmioExit | None = None
+    arm_nisv: NisvExit | None = None
     hypercall: HypercallExit | None = None
     system_event: SystemEventExit | None = None
     internal: InternalErrorExit | None = None
@@ -60,6 +69,8 @@ class Exit:
             text += f" {'write' if m.is_write else 'read'} {m.len}B @ {m.phys_addr:#x}"
             if m.is_write:
                 text += f" data={int.from_bytes(m.data[:m.len], 'little'):#x}"
+        if self.arm_nisv:
+            text += f" ipa={self.arm_nisv.fault_ipa:#x} esr_iss={self.arm_nisv.esr_iss:#x}"
         if self.system_event:
             text += f" {self.system_event.type.name}"
         if self.hypercall:

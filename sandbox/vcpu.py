@@ -11,6 +11,7 @@ at Unicorn's own speed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,13 +24,18 @@ from unicorn import arm64_const as A
 
 from . import icount
 from .arch import pstate as ps
+from .arch import esr as E
 from .arch.esr import EC, ec_of, syn_illegal_state
 from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
 from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
-from .exits import Exit, InternalErrorExit, MmioExit, SystemEventExit
+from .exits import Exit, InternalErrorExit, MmioExit, NisvExit, SystemEventExit
 from .hyp.smccc import Conduit
-from .kvm import EBUSY, EINVAL, ExitReason, InternalErrorSuberror, kvm_error
+from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
+from .mmio import loaded_value, nisv_iss
+from .events import VcpuEvents
+from .events import validate as validate_events
+from .serror import SErrorGate
 from .sysregs import EmulatedSysRegs
 from .traps import Access, Trap, TrapKind, classify_fault, classify_interrupt, guest_exception
 
@@ -67,6 +73,13 @@ RESET_PSTATE = ps.DAIF | ps.EL1H  # 0x3c5: EL1h with D, A, I, F masked (KVM vCPU
 DEFAULT_TIME_BUDGET = 10.0  # seconds
 
 
+class _RunFailure(OSError):
+    """run() fails the way KVM_RUN does (an errno), not with an exit."""
+
+    def __init__(self, code: int, what: str):
+        super().__init__(code, f"{os.strerror(code)}: {what}")
+
+
 @dataclass
 class _Stop:
     """Why the hooks stopped Unicorn; handled by the run loop after emu_start returns."""
@@ -87,6 +100,9 @@ class Vcpu:
         self._storm_key: tuple[int, int, int] | None = None
         self._storm_count = 0
         self._eret_hooks: dict[int, int] = {}
+        self.serror = SErrorGate(self)
+        self._mmio_pending: tuple[Exit, Any] | None = None
+        self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
         self.last_exit: Exit | None = None
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
@@ -104,6 +120,8 @@ class Vcpu:
         self.reset()
         for address in vm.eret_sites:
             self.watch_eret(address)
+        for address in vm.gate_sites:
+            self.serror.watch(address)
 
     # -- memory ------------------------------------------------------------------------
 
@@ -234,6 +252,52 @@ class Vcpu:
         if self._running:
             raise kvm_error(EBUSY, f"cannot {what} while the vCPU is running")
 
+    # -- KVM_GET/SET_VCPU_EVENTS ------------------------------------------------------------
+
+    def get_events(self) -> VcpuEvents:
+        """KVM_GET_VCPU_EVENTS: the pending SError and, with KVM_CAP_ARM_SET_SERROR_ESR, its
+        ESR (has_esr always 1 then). A pending external abort is never reported: it is taken
+        when it is set (api.rst)."""
+        self._refuse_while_running("get vCPU events")
+        ev = VcpuEvents()
+        iss = self.serror.pending_iss
+        ev.serror_pending = int(iss is not None)
+        if self.vm.check_extension(Cap.ARM_INJECT_SERROR_ESR):
+            ev.serror_has_esr = 1
+            ev.serror_esr = iss or 0
+        return ev
+
+    def set_events(self, events: VcpuEvents | bytes) -> None:
+        """KVM_SET_VCPU_EVENTS. Raises OSError(EINVAL) for what KVM rejects, OSError(EBUSY)
+        while the vCPU runs. An SError cannot be cancelled: serror_pending=0 leaves a pending
+        one pending. A pended SError is taken at once if PSTATE.A is already clear."""
+        self._refuse_while_running("set vCPU events")
+        with_iabt = bool(self.vm.check_extension(Cap.ARM_INJECT_EXT_IABT))
+        ev = VcpuEvents.unpack(bytes(events), with_iabt) if isinstance(events, (bytes, bytearray)) else events
+        req = validate_events(ev, has_ras_esr=bool(self.vm.check_extension(Cap.ARM_INJECT_SERROR_ESR)),
+                              with_iabt=with_iabt, has_dabt=bool(self.vm.check_extension(Cap.ARM_INJECT_EXT_DABT)),
+                              has_iabt=with_iabt)
+        if (req.dabt or req.iabt) and self._abort_site is None:
+            # api.rst calls it a programming error; the sandbox refuses rather than inject
+            # at a stale address.
+            raise kvm_error(EINVAL, "an external abort can only follow a KVM_EXIT_MMIO, "
+                                    "KVM_EXIT_ARM_NISV or KVM_EXIT_ARM_SEA exit")
+        if req.dabt or req.iabt:
+            assert self._abort_site is not None
+            pc, far = self._abort_site
+            self._abort_site = None
+            # The aborted access does not retire (Linux e735a5da6442): no MMIO completion,
+            # ELR = the faulting instruction. ESR = EC by EL | IL | FSC 0x10, ORed with the
+            # user's ISS bits (seed 003; inject_abt64 starts from the user ISS).
+            self._mmio_pending = None
+            same_el = ps.el(self.pstate()) != 0
+            esr = (E.syn_data_abort(same_el, E.FSC.SEA) if req.dabt
+                   else E.syn_instruction_abort(same_el, E.FSC.SEA)) | req.abt_iss
+            self.take_exception(ExceptionKind.SYNC, esr, pc, far=far)
+        if req.serror_iss is not None:
+            self.serror.pend(req.serror_iss)
+            self.serror.deliver_if_unmasked()
+
     # -- exception entry ------------------------------------------------------------------
 
     def take_exception(self, kind: ExceptionKind, esr: int | None, preferred_return: int,
@@ -320,9 +384,10 @@ class Vcpu:
             if ps.el(pstate) != 1:
                 return  # ERET at EL0 is UNDEFINED: Unicorn raises that itself
             spsr = uc.cpr_read(*_SPSR_EL1)
-            if spsr & ps.NRW or (spsr & ps.M_MASK) in (ps.EL0T, ps.EL1T, ps.EL1H):
-                return
             elr = uc.reg_read(A.UC_ARM64_REG_ELR_EL1)
+            if spsr & ps.NRW or (spsr & ps.M_MASK) in (ps.EL0T, ps.EL1T, ps.EL1H):
+                self.serror.on_eret(spsr, elr)
+                return
             keep = ps.NZCV | ps.DAIF | ps.PAN | ps.DIT | ps.SSBS | ps.TCO
             illegal = (spsr & keep) | ps.IL | (pstate & ps.M_MASK)
             self.take_exception(ExceptionKind.SYNC, syn_illegal_state(), elr, from_pstate=illegal)
@@ -387,13 +452,7 @@ class Vcpu:
     def _fault(self, trap: Trap) -> Exit | None:
         """An access to a guest-physical address with no RAM and no device."""
         if self.vm.unbacked_policy == "exit" and trap.access is not Access.FETCH:
-            data = bytearray(8)
-            if trap.access is Access.WRITE:
-                ls = self._loadstore_at(trap.pc)
-                if ls is not None and ls.rt != 31:
-                    data[:] = self.uc.reg_read(_X_IDS[ls.rt]).to_bytes(8, "little")
-            return Exit(ExitReason.MMIO, trap.pc, mmio=MmioExit(trap.address or 0, data, trap.size,
-                                                                trap.access is Access.WRITE))
+            return self._mmio_exit(trap)
         pstate = self.pstate()
         # FAR is the faulting virtual address; with the MMU off it equals the physical
         # address Unicorn reports.
@@ -402,6 +461,37 @@ class Vcpu:
         self.take_exception(ExceptionKind.SYNC, exc.esr, exc.preferred_return, exc.far, pstate)
         stopped = self._stop
         return stopped.exit if stopped is not None else None
+
+    def _mmio_exit(self, trap: Trap) -> Exit:
+        """KVM_EXIT_MMIO for an access with a valid instruction syndrome; otherwise
+        KVM_EXIT_ARM_NISV with KVM_CAP_ARM_NISV_TO_USER, or KVM_RUN's ENOSYS without it
+        (Linux arch/arm64/kvm/mmio.c io_mem_abort)."""
+        ls = self._loadstore_at(trap.pc)
+        address = trap.address or 0
+        self._abort_site = (trap.pc, address)
+        if ls is None or not ls.syndrome_valid:
+            iss = E.iss_of(E.syn_data_abort(True, E.FSC.SEA, wnr=trap.access is Access.WRITE))
+            if Cap.ARM_NISV_TO_USER not in self.vm.enabled_caps:
+                raise _RunFailure(ENOSYS, f"data abort at {trap.pc:#x} on {address:#x} has no valid "
+                                          "instruction syndrome (enable KVM_CAP_ARM_NISV_TO_USER)")
+            return Exit(ExitReason.ARM_NISV, trap.pc, arm_nisv=NisvExit(nisv_iss(iss), address))
+        data = bytearray(8)
+        if not ls.is_load and ls.rt != 31:
+            data[:] = self.uc.reg_read(_X_IDS[ls.rt]).to_bytes(8, "little")
+        exit_ = Exit(ExitReason.MMIO, trap.pc, mmio=MmioExit(address, data, ls.size, not ls.is_load))
+        self._mmio_pending = (exit_, ls)
+        return exit_
+
+    def _complete_mmio(self) -> None:
+        """Retire the instruction of the last KVM_EXIT_MMIO: a read loads `mmio.data` into Rt
+        (sign/zero-extended per SSE/SF, nothing for XZR); both advance PC."""
+        pending, self._mmio_pending = self._mmio_pending, None
+        if pending is None:
+            return
+        exit_, ls = pending
+        if ls.is_load and ls.rt != 31:
+            self.uc.reg_write(_X_IDS[ls.rt], loaded_value(bytes(exit_.mmio.data), ls))
+        self.uc.reg_write(A.UC_ARM64_REG_PC, exit_.pc + 4)
 
     def _loadstore_at(self, pc: int) -> Any:
         from .arch.decode import decode_load_store
@@ -419,7 +509,11 @@ class Vcpu:
             raise kvm_error(EINVAL, "max_instructions must be >= 0")
         self._running = True
         try:
+            self._complete_mmio()
+            self._abort_site = None
             exit_ = self._run(max_instructions, timeout)
+        except _RunFailure:
+            raise
         except Exception:
             exit_ = Exit(ExitReason.INTERNAL_ERROR, self.uc.reg_read(A.UC_ARM64_REG_PC),
                          internal=InternalErrorExit(InternalErrorSuberror.HOST_ERROR, traceback.format_exc(limit=8)))
@@ -445,6 +539,8 @@ class Vcpu:
                                 instructions=retired if remaining is not None else None)
                 micros = max(1, int(left * 1e6))
             self._stop = None
+            if self.serror.pending and self.serror.deliver_if_unmasked() and self._stop is not None:
+                return self._stop.exit  # type: ignore[return-value]
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             error: UcError | None = None
             try:
@@ -493,5 +589,6 @@ class Vcpu:
             # WFE / YIELD and other voluntary stops: carry on.
 
     def _wakeup_pending(self) -> bool:
-        """Whether a WFI would wake now (an interrupt or SError pending, masked or not)."""
-        return False
+        """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks
+        it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2)."""
+        return self.serror.pending

@@ -48,6 +48,8 @@ class Vm:
             Cap.VCPU_EVENTS: 1,
             Cap.ARM_PSCI: 1,
             Cap.ARM_PSCI_0_2: 1,
+            Cap.ARM_INJECT_EXT_DABT: 1,
+            Cap.ARM_NISV_TO_USER: 1,
         }
         if ras:
             self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
@@ -55,6 +57,7 @@ class Vm:
         self.exception_listeners: list[Callable[[Vcpu, ExceptionEntry], None]] = []
         self.exit_listeners: list[Callable[[Vcpu, Exit], None]] = []
         self.eret_sites: set[int] = set()
+        self.gate_sites: set[int] = set()  # `msr daifclr` with A, and `esb`
         if ram_size:
             self.add_ram(ram_base, ram_size)
 
@@ -87,12 +90,18 @@ class Vm:
 
     def note_code(self, address: int, code: bytes) -> None:
         """Tell the vCPUs where guest code is: each ERET in it is checked before it runs
-        (Unicorn does not raise the Illegal Execution State exception by itself)."""
+        (Unicorn does not raise the Illegal Execution State exception by itself), and the
+        instructions that can take or defer a pending SError are found once here."""
         for off in range(0, len(code) - 3, 4):
-            if decode.is_eret(int.from_bytes(code[off:off + 4], "little")):
+            insn = int.from_bytes(code[off:off + 4], "little")
+            if decode.is_eret(insn):
                 self.eret_sites.add(address + off)
                 for v in self.vcpus:
                     v.watch_eret(address + off)
+            elif insn == decode.ESB or (decode.is_daifclr(insn) and (insn >> 8) & 4):
+                self.gate_sites.add(address + off)
+                for v in self.vcpus:
+                    v.serror.watch(address + off)
 
     # -- capabilities ------------------------------------------------------------------
 

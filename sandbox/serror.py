@@ -1,0 +1,201 @@
+"""The pending virtual SError of one vCPU, and the delivery gate that takes it exactly.
+
+KVM pends a virtual SError with HCR_EL2.VSE and VSESR_EL2; the hardware takes it at the
+first instruction boundary where PSTATE.A is 0 (at EL0/EL1 with HCR_EL2.AMO=1, TGE=0), and
+ESB defers it into VDISR_EL2 (seen by the guest as DISR_EL1) while it is masked (RAS spec
+DDI0587B 2.4.4). Unicorn models none of this (HCR_EL2.VSE does nothing, ESB is a NOP), so the
+sandbox watches the few instructions that can clear PSTATE.A or synchronize errors, and
+only while an SError is pending:
+
+- `msr daif, xN` through Unicorn's MSR instruction hook (wherever the code is);
+- `msr daifclr, #imm` with the A bit, and `esb`, through code hooks on their addresses in
+  the guest code the Vm knows (`Vm.note_code`: every image loaded through the Vm);
+- ERET through the permanent ERET check of the vCPU;
+- reads of ISR_EL1 (A reads 1 while pending) through the MRS hook.
+
+With nothing pending none of these hooks exist, and a masked pending SError costs nothing
+for code that does not touch DAIF.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, Uc
+from unicorn import arm64_const as A
+
+from .arch import decode
+from .arch import pstate as ps
+from .arch.esr import syn_serror
+from .arch.exception import ExceptionKind
+from .arch.ras import deferred_disr
+from .arch.sysreg import SYSREGS, SysReg
+
+if TYPE_CHECKING:
+    from .vcpu import Vcpu
+
+_DAIF = SYSREGS["DAIF"]
+_ISR = SYSREGS["ISR_EL1"]
+_SCTLR_UMA = 1 << 9  # SCTLR_EL1.UMA: EL0 may access DAIF (Arm ARM D17.2.118)
+_XZR_IDS = {getattr(A, "UC_ARM64_REG_XZR", -1), getattr(A, "UC_ARM64_REG_WZR", -1)}
+
+
+def _cp(cp_reg: object) -> SysReg:
+    c = cp_reg  # unicorn's CpReg(crn, crm, op0, op1, op2, val)
+    return SysReg(c.op0, c.op1, c.crn, c.crm, c.op2)  # type: ignore[attr-defined]
+
+
+class SErrorGate:
+    def __init__(self, vcpu: "Vcpu"):
+        self.vcpu = vcpu
+        self.pending_iss: int | None = None  # VSESR_EL2[24:0] while HCR_EL2.VSE is set
+        self._hooks: list[int] = []
+        self._site_hooks: dict[int, int] = {}
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return self.pending_iss is not None
+
+    def pend(self, iss: int) -> None:
+        """Make a virtual SError pending. A second one overwrites the syndrome, as KVM's
+        KVM_SET_VCPU_EVENTS does (one VSE bit, the latest VSESR_EL2)."""
+        self.pending_iss = iss
+        self._arm()
+
+    def clear(self) -> None:
+        self.pending_iss = None
+        self._disarm()
+
+    def masked(self, pstate: int) -> bool:
+        return bool(pstate & ps.A) and ps.el(pstate) <= 1
+
+    def deliver_if_unmasked(self) -> bool:
+        """Take the pending SError now if PSTATE.A is clear (before the next instruction)."""
+        if self.pending_iss is None:
+            return False
+        pstate = self.vcpu.pstate()
+        if self.masked(pstate):
+            return False
+        self.take(self.vcpu.uc.reg_read(A.UC_ARM64_REG_PC), pstate)
+        return True
+
+    def take(self, preferred_return: int, from_pstate: int) -> None:
+        """Enter the SError vector: ESR = EC 0x2F | IL | ISS; taking it clears the pending
+        state (HCR_EL2.VSE is cleared when the vSError is taken; Xen "Save HCR_EL2 when a
+        guest took the SError")."""
+        iss = self.pending_iss
+        assert iss is not None
+        self.clear()
+        self.vcpu.take_exception(ExceptionKind.SERROR, syn_serror(iss), preferred_return, from_pstate=from_pstate)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        uc = self.vcpu.uc
+        if not self._hooks:
+            self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._on_msr, None, 1, 0, A.UC_ARM64_INS_MSR))
+            self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._on_mrs, None, 1, 0, A.UC_ARM64_INS_MRS))
+        for address in self.vcpu.vm.gate_sites:
+            self.watch(address)
+
+    def _disarm(self) -> None:
+        uc = self.vcpu.uc
+        for h in self._hooks:
+            uc.hook_del(h)
+        self._hooks.clear()
+        for h in self._site_hooks.values():
+            uc.hook_del(h)
+        self._site_hooks.clear()
+
+    def watch(self, address: int) -> None:
+        """Hook one `msr daifclr` / `esb` site (only while armed)."""
+        if self._hooks and address not in self._site_hooks:
+            self._site_hooks[address] = self.vcpu.uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
+
+    def _on_msr(self, uc: Uc, reg: int, cp_reg: object, _ud: object) -> bool:
+        try:
+            enc = _cp(cp_reg)
+            vcpu = self.vcpu
+            if vcpu.sysregs.handles(enc):
+                vcpu.sysregs.write(enc, 0 if reg in _XZR_IDS else cp_reg.val)  # type: ignore[attr-defined]
+                uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
+                return True
+            if enc != _DAIF or self.pending_iss is None:
+                return False
+            pstate = vcpu.pstate()
+            if ps.el(pstate) == 0 and not vcpu.uc.cpr_read(*SYSREGS["SCTLR_EL1"]) & _SCTLR_UMA:
+                return False  # EL0 without SCTLR_EL1.UMA: Unicorn makes it UNDEFINED
+            value = 0 if reg in _XZR_IDS else cp_reg.val  # type: ignore[attr-defined]
+            new = (pstate & ~ps.DAIF) | (value & ps.DAIF)
+            if self.masked(new):
+                return False
+            # `msr daif, xN` clears A: the write retires, then the SError is taken at the
+            # next instruction boundary (ELR = the next instruction, SPSR = the new PSTATE).
+            self.take(uc.reg_read(A.UC_ARM64_REG_PC) + 4, new)
+            return True
+        except Exception:
+            self.vcpu._host_error("MSR hook")
+            return True
+
+    def _on_mrs(self, uc: Uc, reg: int, cp_reg: object, _ud: object) -> bool:
+        try:
+            enc = _cp(cp_reg)
+            vcpu = self.vcpu
+            if vcpu.sysregs.handles(enc):
+                if reg not in _XZR_IDS:
+                    uc.reg_write(reg, vcpu.sysregs.read(enc))
+                uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
+                return True
+            if enc == _ISR and self.pending_iss is not None:
+                # ISR_EL1.A (bit 8) reads 1 while a virtual SError is pending (QEMU isr_read).
+                if reg not in _XZR_IDS:
+                    uc.reg_write(reg, uc.cpr_read(*_ISR) | ps.A)
+                return True
+            return False
+        except Exception:
+            self.vcpu._host_error("MRS hook")
+            return True
+
+    def _on_site(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        try:
+            if self.pending_iss is None:
+                return
+            insn = self.vcpu._fetch(address)
+            if insn is None:
+                return
+            pstate = self.vcpu.pstate()
+            if ps.el(pstate) > 1:
+                return
+            if insn == decode.ESB:
+                if not self.vcpu.vm.ras:
+                    return  # without FEAT_RAS, ESB is a NOP
+                if self.masked(pstate):
+                    # ESB with the SError masked defers it: pending cleared, DISR_EL1 (the
+                    # guest's view of VDISR_EL2) = A | syndrome (DDI0587B 2.4.4).
+                    self.vcpu.sysregs.disr_el1 = deferred_disr(self.pending_iss)
+                    self.clear()
+                else:
+                    self.take(address, pstate)  # taken before the ESB completes: ELR = ESB
+                return
+            fields = decode.decode_msr_imm(insn)
+            if fields is None or (fields[0], fields[1]) != decode.PSTATEFIELD_DAIFCLR or not fields[2] & 4:
+                return
+            if ps.el(pstate) == 0 and not self.vcpu.uc.cpr_read(*SYSREGS["SCTLR_EL1"]) & _SCTLR_UMA:
+                return
+            new = pstate & ~(fields[2] << 6)
+            if not self.masked(new):
+                # `msr daifclr, #imm` with A: taken right after it (ELR = next, SPSR = new PSTATE).
+                self.take(address + 4, new)
+        except Exception:
+            self.vcpu._host_error("SError gate")
+
+    def on_eret(self, spsr: int, elr: int) -> bool:
+        """Called before a legal ERET: a pending SError is taken on return to a context with
+        A clear, before that context's first instruction (ELR = the return address, SPSR =
+        the context's PSTATE, vector chosen by the context's EL and SP)."""
+        if self.pending_iss is None or self.masked(spsr):
+            return False
+        self.take(elr, spsr & ps.SPSR_VALID)
+        return True
