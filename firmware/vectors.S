@@ -109,7 +109,7 @@ exc_policy_check:
     b.eq guest_halt
     cmp x2, #2
     b.eq exc_return
-    and x3, x0, #0x7f            // offset inside the group: 0 = synchronous
+    and x3, x0, #0x180           // type inside the group: 0 = synchronous
     cbnz x3, exc_return
     cmp x2, #1
     b.eq exc_skip

@@ -59,7 +59,7 @@ class VcpuEvents:
             raise kvm_error(EINVAL, f"struct kvm_vcpu_events is {layout.size} bytes here, got {len(data)}")
         if with_iabt:
             sp, he, dabt, iabt, pad, esr, abt_esr, *res = _WITH_IABT.unpack(data)
-            return cls(sp, he, dabt, iabt, esr, abt_esr, pad, tuple(res))
+            return cls(sp, he, dabt, iabt, esr, abt_esr, pad + b"\0", tuple(res))
         sp, he, dabt, pad, esr, *res = _UPSTREAM.unpack(data)
         return cls(sp, he, dabt, 0, esr, 0, pad, tuple(res))
 

@@ -65,8 +65,19 @@ class SErrorGate:
         self._arm()
 
     def clear(self) -> None:
+        """No SError pending any more. Unicorn must not lose hooks while it runs one of
+        them (deleting a hook from inside a hook discards the PC the hook wrote), so inside
+        a run the hooks are removed when the run loop next gets control."""
         self.pending_iss = None
-        self._disarm()
+        if self.vcpu._in_emulation:
+            self.vcpu._request_pause()
+        else:
+            self._disarm()
+
+    def settle(self) -> None:
+        """Drop the hooks if nothing is pending (called by the run loop between runs)."""
+        if self.pending_iss is None and (self._hooks or self._site_hooks):
+            self._disarm()
 
     def masked(self, pstate: int) -> bool:
         return bool(pstate & ps.A) and ps.el(pstate) <= 1
@@ -133,7 +144,10 @@ class SErrorGate:
                 return False
             # `msr daif, xN` clears A: the write retires, then the SError is taken at the
             # next instruction boundary (ELR = the next instruction, SPSR = the new PSTATE).
-            self.take(uc.reg_read(A.UC_ARM64_REG_PC) + 4, new)
+            # A PC written from an instruction hook is ignored, but Unicorn ends the block
+            # after an MSR: stop there and enter the vector from the run loop.
+            after = uc.reg_read(A.UC_ARM64_REG_PC) + 4
+            vcpu._pause_then(lambda: self.take(after, new))
             return True
         except Exception:
             self.vcpu._host_error("MSR hook")

@@ -15,7 +15,7 @@ import os
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
                      UC_HOOK_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM,
@@ -86,6 +86,7 @@ class _Stop:
 
     exit: Exit | None = None
     trap: Trap | None = None
+    then: Callable[[], None] | None = None  # work a hook left for the run loop
 
 
 class Vcpu:
@@ -100,6 +101,7 @@ class Vcpu:
         self._storm_key: tuple[int, int, int] | None = None
         self._storm_count = 0
         self._eret_hooks: dict[int, int] = {}
+        self._in_emulation = False
         self.serror = SErrorGate(self)
         self._mmio_pending: tuple[Exit, Any] | None = None
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
@@ -188,10 +190,19 @@ class Vcpu:
     def pstate(self) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
 
+    def _live_sp_bank(self) -> str:
+        """Which SP_ELx the current SP is. Unicorn keeps the current stack pointer apart
+        from its banked copy (QEMU's sp_el[] is only written back on an EL/SPSel change), so
+        the banked register of the current mode must be read and written as SP."""
+        pstate = self.pstate()
+        return "sp_el1" if ps.el(pstate) == 1 and ps.sp_sel(pstate) else "sp_el0"
+
     def reg(self, name: str) -> int:
         """Read a register by name: x0-x30, sp, sp_el0, sp_el1, pc, pstate, nzcv, or a
         system register (e.g. 'VBAR_EL1', 'DISR_EL1')."""
         key = name.lower()
+        if key in ("sp_el0", "sp_el1") and key == self._live_sp_bank():
+            key = "sp"
         rid = _DIRECT.get(key)
         if rid is not None:
             return self.uc.reg_read(rid)
@@ -206,6 +217,8 @@ class Vcpu:
         self._refuse_while_running("set a register")
         key = name.lower()
         value &= 0xFFFFFFFFFFFFFFFF
+        if key in ("sp_el0", "sp_el1") and key == self._live_sp_bank():
+            key = "sp"
         rid = _DIRECT.get(key)
         if rid is not None:
             self.uc.reg_write(rid, value)
@@ -221,25 +234,32 @@ class Vcpu:
 
     def regs(self) -> dict[str, int]:
         """x0-x30, sp_el0, sp_el1, pc and pstate in one batched read."""
-        ids = _X_IDS + [A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_PC, A.UC_ARM64_REG_PSTATE]
-        names = [f"x{i}" for i in range(31)] + ["sp_el0", "sp_el1", "pc", "pstate"]
-        return dict(zip(names, self.uc.reg_read_batch(ids)))
+        ids = _X_IDS + [A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_PC, A.UC_ARM64_REG_PSTATE,
+                        A.UC_ARM64_REG_SP]
+        names = [f"x{i}" for i in range(31)] + ["sp_el0", "sp_el1", "pc", "pstate", "sp"]
+        out = dict(zip(names, self.uc.reg_read_batch(ids)))
+        live = out.pop("sp")
+        out["sp_el1" if ps.el(out["pstate"]) == 1 and ps.sp_sel(out["pstate"]) else "sp_el0"] = live
+        return out
 
     def set_regs(self, values: dict[str, int]) -> None:
+        """Write several registers; PSTATE first, so SP_EL0/SP_EL1 land in the right bank."""
         self._refuse_while_running("set registers")
-        batch, pstate = [], None
+        values = dict(values)
+        pstate = values.pop("pstate", values.pop("PSTATE", None))
+        if pstate is not None:
+            self.set_pstate(pstate)
+        batch = []
         for name, value in values.items():
             key = name.lower()
-            if key == "pstate":
-                pstate = value
+            if key in ("sp_el0", "sp_el1"):
+                self.set_reg(key, value)
             elif key in _DIRECT:
                 batch.append((_DIRECT[key], value & 0xFFFFFFFFFFFFFFFF))
             else:
                 self.set_reg(name, value)
         if batch:
             self.uc.reg_write_batch(batch)
-        if pstate is not None:
-            self.set_pstate(pstate)
 
     @staticmethod
     def _sysreg(name: str) -> SysReg:
@@ -354,6 +374,17 @@ class Vcpu:
 
     def _stop_with(self, exit_: Exit | None = None, trap: Trap | None = None) -> None:
         self._stop = _Stop(exit_, trap)
+        self.uc.emu_stop()
+
+    def _pause_then(self, action: Callable[[], None]) -> None:
+        """Stop Unicorn and run `action` from the run loop (for what a hook cannot do)."""
+        self._stop = _Stop(then=action)
+        self.uc.emu_stop()
+
+    def _request_pause(self) -> None:
+        """Stop Unicorn after the current hook and resume at once from the run loop."""
+        if self._stop is None:
+            self._stop = _Stop()
         self.uc.emu_stop()
 
     def _host_error(self, what: str) -> None:
@@ -541,12 +572,16 @@ class Vcpu:
             self._stop = None
             if self.serror.pending and self.serror.deliver_if_unmasked() and self._stop is not None:
                 return self._stop.exit  # type: ignore[return-value]
+            self.serror.settle()
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             error: UcError | None = None
+            self._in_emulation = True
             try:
                 uc.emu_start(pc, 0, timeout=micros, count=remaining or 0)
             except UcError as e:
                 error = e
+            finally:
+                self._in_emulation = False
             stop = self._stop
             if remaining is not None:
                 started = icount.started_instructions(uc)
@@ -559,6 +594,13 @@ class Vcpu:
                     retired += done
                     remaining -= done
                     self.instructions += done
+            if stop is not None and stop.exit is None and stop.trap is None:
+                if stop.then is not None:  # a hook left work for the loop (_pause_then)
+                    self._stop = None
+                    stop.then()
+                    if self._stop is not None and self._stop.exit is not None:
+                        return self._stop.exit
+                continue  # a pause requested by a hook (see _request_pause)
             if stop is not None and stop.exit is not None:
                 stop.exit.instructions = retired if max_instructions is not None else None
                 return stop.exit

@@ -136,6 +136,19 @@ class Vm:
         self.vcpus.append(vcpu)
         return vcpu
 
+    # -- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole Vm as bytes (versioned, checksummed; see sandbox.snapshot)."""
+        from . import snapshot
+        return snapshot.save(self)
+
+    @staticmethod
+    def restore(data: bytes, devices: dict[str, MmioDevice] | None = None) -> "Vm":
+        """A fresh Vm continuing exactly where the snapshotted one stopped."""
+        from . import snapshot
+        return snapshot.load(data, devices)
+
     # -- the guest library -----------------------------------------------------------------
 
     def exception_records(self, program: Program, cpu: int = 0) -> list[ExceptionRecord]:
