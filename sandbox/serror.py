@@ -108,6 +108,9 @@ class SErrorGate:
         if not self._hooks:
             self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._on_msr, None, 1, 0, A.UC_ARM64_INS_MSR))
             self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._on_mrs, None, 1, 0, A.UC_ARM64_INS_MRS))
+            # Unicorn decides at translation time whether an instruction calls a hook:
+            # code translated before the hooks existed must be translated again.
+            uc.ctl_flush_tb()
         for address in self.vcpu.vm.gate_sites:
             self.watch(address)
 
@@ -123,7 +126,9 @@ class SErrorGate:
     def watch(self, address: int) -> None:
         """Hook one `msr daifclr` / `esb` site (only while armed)."""
         if self._hooks and address not in self._site_hooks:
-            self._site_hooks[address] = self.vcpu.uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
+            uc = self.vcpu.uc
+            self._site_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
+            uc.ctl_remove_cache(address, address + 4)
 
     def _on_msr(self, uc: Uc, reg: int, cp_reg: object, _ud: object) -> bool:
         try:

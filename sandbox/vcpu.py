@@ -152,6 +152,7 @@ class Vcpu:
         """Check the ERET at `address` before it executes (see `_on_eret`)."""
         if address not in self._eret_hooks:
             self._eret_hooks[address] = self.uc.hook_add(UC_HOOK_CODE, self._on_eret, None, address, address)
+            self.uc.ctl_remove_cache(address, address + 4)  # hooks are compiled into translations
 
     def read_memory(self, address: int, size: int) -> bytes:
         return self.vm.memory.read(address, size)
@@ -542,6 +543,7 @@ class Vcpu:
         try:
             self._complete_mmio()
             self._abort_site = None
+            self._storm_key, self._storm_count = None, 0  # a storm is counted within one run
             exit_ = self._run(max_instructions, timeout)
         except _RunFailure:
             raise

@@ -55,6 +55,25 @@ isr_seen: .quad 0
     assert r.vcpu.get_events().serror_pending == 0
 
 
+def test_code_translated_before_the_serror_was_pended_still_delivers_it():
+    r = boot("""
+guest_main:
+    msr daifclr, #4
+    mov x0, #0x2c0
+    msr daif, x0
+    msr daifset, #4
+    b guest_halt
+""")
+    assert_halted(r)  # every instruction above is now translated, with no hooks in it
+    for expected_elr in ("guest_main", None):
+        r.vcpu.set_reg("pc", r.sym("guest_main") if expected_elr else r.sym("guest_main") + 4)
+        pend(r)
+        assert_halted(type(r)(r.vm, r.vcpu, r.program, r.vcpu.run()))
+    first, second = r.records
+    assert (first.vector, first.elr) == (0x380, r.sym("guest_main") + 4)  # at the daifclr
+    assert (second.vector, second.elr) == (0x380, r.sym("guest_main") + 12)  # at msr daif
+
+
 def test_msr_daif_register_write_that_clears_a():
     r = start("""
 guest_main:
@@ -370,3 +389,27 @@ def test_snapshot_refuses_corruption_and_other_versions():
         assert "version 99" in str(e)
     else:
         raise AssertionError("restored another version")
+
+
+def test_el0_unmasking_with_sctlr_uma_takes_it_at_the_lower_el_vector():
+    r = start("""
+guest_main:
+    mrs x0, sctlr_el1
+    orr x0, x0, #(1 << 9)       // UMA: EL0 may write DAIF
+    msr sctlr_el1, x0
+    mov x0, #0x100              // EL0t with A masked
+    msr spsr_el1, x0
+    ldr x0, =task
+    msr elr_el1, x0
+    ldr x0, =el0_stack_top
+    msr sp_el0, x0
+    eret
+task:
+    nop
+unmask:
+    msr daifclr, #4
+    svc #0xffff
+""", iss=0x4242)
+    assert_halted(r)
+    rec = r.records[0]
+    assert (rec.vector, rec.esr, rec.elr, rec.spsr) == (0x580, 0xBE004242, r.sym("unmask") + 4, 0)
