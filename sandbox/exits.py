@@ -16,6 +16,7 @@ class MmioExit:
     data: bytearray
     len: int
     is_write: bool
+    esr_iss: int = 0  # sandbox extension: the data-abort ISS KVM decoded (ISV, SAS, SSE, SRT, SF, AR, WnR)
 
 
 @dataclass
@@ -24,6 +25,20 @@ class NisvExit:
 
     esr_iss: int
     fault_ipa: int
+
+
+ARM_SEA_FLAG_GPA_VALID = 1 << 0  # KVM_EXIT_ARM_SEA_FLAG_GPA_VALID (uapi linux/kvm.h)
+
+
+@dataclass
+class SeaExit:
+    """kvm_run.arm_sea: the guest consumed an uncorrectable memory error (poison). `esr` is
+    the EL2 view (EC | IL | FnV | EA | CM | WnR | FSC); `gva` is valid when esr.FnV == 0."""
+
+    flags: int
+    esr: int
+    gva: int
+    gpa: int
 
 
 @dataclass
@@ -57,6 +72,7 @@ class Exit:
     pc: int
     mmio: MmioExit | None = None
     arm_nisv: NisvExit | None = None
+    arm_sea: SeaExit | None = None
     hypercall: HypercallExit | None = None
     system_event: SystemEventExit | None = None
     internal: InternalErrorExit | None = None
@@ -71,6 +87,8 @@ class Exit:
                 text += f" data={int.from_bytes(m.data[:m.len], 'little'):#x}"
         if self.arm_nisv:
             text += f" ipa={self.arm_nisv.fault_ipa:#x} esr_iss={self.arm_nisv.esr_iss:#x}"
+        if self.arm_sea:
+            text += f" esr={self.arm_sea.esr:#010x} gva={self.arm_sea.gva:#x} gpa={self.arm_sea.gpa:#x}"
         if self.system_event:
             text += f" {self.system_event.type.name}"
         if self.hypercall:

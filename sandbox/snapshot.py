@@ -110,11 +110,14 @@ def save(vm: "Vm") -> bytes:
         "machine": {
             "unbacked": vm.unbacked_policy, "ras": vm.ras, "storm_threshold": vm.storm_threshold,
             "max_ram": vm.memory.max_ram, "psci_conduit": int(vm.hypervisor.psci_conduit),
+            "uart": vm.uart is not None,
         },
         "caps": sorted(int(c) for c in vm.caps),
         "enabled_caps": sorted(int(c) for c in vm.enabled_caps),
         "ram": [{"base": _hex(r.base), "size": _hex(r.size), "blob": len(b)} for r, b in zip(vm.memory.ram, blobs)],
-        "devices": [{"name": m.name, "base": _hex(m.base), "size": _hex(m.size)} for m in vm.memory.mmio],
+        "devices": [{"name": m.name, "base": _hex(m.base), "size": _hex(m.size),
+                     "state": m.device.state() if hasattr(m.device, "state") else None} for m in vm.memory.mmio],
+        "poisoned": [[_hex(s), _hex(e)] for s, e in vm.poisoned.ranges],
         "eret_sites": [_hex(a) for a in sorted(vm.eret_sites)],
         "gate_sites": [_hex(a) for a in sorted(vm.gate_sites)],
         "vcpus": [vcpu_state(v) for v in vm.vcpus],
@@ -142,7 +145,7 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     header = json.loads(data[start:start + hlen])
     m = header["machine"]
     vm = Vm(ram_size=0, unbacked=m["unbacked"], ras=m["ras"], storm_threshold=m["storm_threshold"],
-            max_ram=m["max_ram"], psci_conduit=Conduit(m["psci_conduit"]))
+            max_ram=m["max_ram"], psci_conduit=Conduit(m["psci_conduit"]), uart=m["uart"])
     vm.caps = {Cap(c): 1 for c in header["caps"]}
     vm.enabled_caps = {Cap(c) for c in header["enabled_caps"]}
     offset = start + hlen
@@ -155,10 +158,17 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
             raise kvm_error(EINVAL, "snapshot RAM region has the wrong size")
         vm.memory.write(base, raw)
     devices = devices or {}
+    present = {r.name: r.device for r in vm.memory.mmio}
     for d in header["devices"]:
-        if d["name"] not in devices:
+        device = present.get(d["name"]) or devices.get(d["name"])
+        if device is None:
             raise kvm_error(EINVAL, f"snapshot has device {d['name']!r}: pass it in `devices`")
-        vm.add_device(int(d["base"], 16), int(d["size"], 16), devices[d["name"]], d["name"])
+        if d["name"] not in present:
+            vm.add_device(int(d["base"], 16), int(d["size"], 16), device, d["name"])
+        if d.get("state") is not None and hasattr(device, "restore"):
+            device.restore(d["state"])
+    for start, end in header.get("poisoned", []):
+        vm.poison(int(start, 16), int(end, 16) - int(start, 16))
     vm.eret_sites = {int(a, 16) for a in header["eret_sites"]}
     vm.gate_sites = {int(a, 16) for a in header["gate_sites"]}
     for state in header["vcpus"]:

@@ -66,6 +66,7 @@ class Trap:
     access: Access | None = None
     size: int = 0
     detail: str = ""
+    protected: bool = False  # the address is RAM the sandbox protected (poisoned page)
 
 
 def classify_interrupt(intno: int, pc: int, pstate: int, fetch: "callable[[int], int | None]") -> Trap:
@@ -111,11 +112,13 @@ def classify_interrupt(intno: int, pc: int, pstate: int, fetch: "callable[[int],
     return Trap(TrapKind.UNHANDLED, pc, detail=f"Unicorn exception number {intno}")
 
 
-def classify_fault(access: Access, address: int, size: int, pc: int) -> Trap:
-    """Classify a UC_HOOK_MEM_*_UNMAPPED call: an access to an address with nothing
-    behind it (no RAM, no device)."""
+def classify_fault(access: Access, address: int, size: int, pc: int, protected: bool = False) -> Trap:
+    """Classify a UC_HOOK_MEM_*_UNMAPPED call (an access to an address with nothing behind
+    it: no RAM, no device) or a UC_HOOK_MEM_*_PROT call (`protected`: RAM on a page the
+    sandbox protected because it holds poison)."""
     kind = TrapKind.INSTRUCTION_ABORT if access is Access.FETCH else TrapKind.DATA_ABORT
-    return Trap(kind, address if access is Access.FETCH else pc, address=address, access=access, size=size)
+    return Trap(kind, address if access is Access.FETCH else pc, address=address, access=access, size=size,
+                protected=protected)
 
 
 @dataclass(frozen=True)

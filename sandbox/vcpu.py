@@ -17,22 +17,24 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
-                     UC_HOOK_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM,
-                     UC_PROT_ALL, Uc, UcError)
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_FETCH_UNMAPPED,
+                     UC_HOOK_MEM_READ_PROT, UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_PROT,
+                     UC_HOOK_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
+                     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_PROT_NONE, Uc, UcError)
 from unicorn import arm64_const as A
 
 from . import icount
 from .arch import pstate as ps
 from .arch import esr as E
+from .arch.decode import effective_address
 from .arch.esr import EC, ec_of, syn_illegal_state
 from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
 from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
-from .exits import Exit, InternalErrorExit, MmioExit, NisvExit, SystemEventExit
+from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, NisvExit, SeaExit, SystemEventExit
 from .hyp.smccc import Conduit
 from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
-from .mmio import loaded_value, nisv_iss
+from .mmio import data_abort_iss, loaded_value, nisv_iss
 from .events import VcpuEvents
 from .events import validate as validate_events
 from .serror import SErrorGate
@@ -119,11 +121,14 @@ class Vcpu:
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self.uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED,
                          self._on_unmapped)
+        self.uc.hook_add(UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT,
+                         self._on_protected)
         self.reset()
         for address in vm.eret_sites:
             self.watch_eret(address)
         for address in vm.gate_sites:
             self.serror.watch(address)
+        self.apply_poison(set(), vm.poisoned.pages())
 
     # -- memory ------------------------------------------------------------------------
 
@@ -437,6 +442,80 @@ class Vcpu:
             self._host_error("memory fault")
         return False  # Unicorn stops with UC_ERR_*_UNMAPPED; the run loop takes it from there
 
+    def _on_protected(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
+        try:
+            kind = (Access.FETCH if access == UC_MEM_FETCH_PROT else
+                    Access.WRITE if access == UC_MEM_WRITE_PROT else Access.READ)
+            self._stop = _Stop(None, classify_fault(kind, address, size, uc.reg_read(A.UC_ARM64_REG_PC), True))
+        except Exception:
+            self._host_error("memory protection fault")
+        return False
+
+    # -- poisoned memory -------------------------------------------------------------------
+
+    def apply_poison(self, pages_before: set[int], pages_after: set[int]) -> None:
+        """Protect the pages that hold poison (every access then traps) and release the rest."""
+        for page in pages_before - pages_after:
+            self.uc.mem_protect(page, 0x1000, UC_PROT_ALL)
+        for page in pages_after - pages_before:
+            self.uc.mem_protect(page, 0x1000, UC_PROT_NONE)
+
+    def _poisoned_access(self, trap: Trap) -> Exit | None:
+        """A trapped access to a protected page: step it if it misses the poisoned bytes;
+        otherwise the guest consumed poison: KVM_EXIT_ARM_SEA with KVM_CAP_ARM_SEA_TO_USER,
+        else an injected synchronous external abort (FSC 0x10, FAR = the VA)."""
+        address = trap.address or 0
+        if not self.vm.poisoned.overlaps(address, trap.size):
+            self._step_through_protection(address & ~0xFFF)
+            return None
+        pstate = self.pstate()
+        va = self._fault_va(trap)
+        fetch = trap.access is Access.FETCH
+        write = trap.access is Access.WRITE
+        self._abort_site = (trap.pc, va)
+        if Cap.ARM_SEA_TO_USER in self.vm.enabled_caps:
+            # esr as KVM reports it: the EL2 view (lower-EL EC), EC | IL | FnV | EA | CM |
+            # WnR | FSC, never ISV/SAS/SSE/SRT/SF/AR (Linux mmu.c kvm_handle_guest_sea).
+            esr = (E.syn_instruction_abort(False, E.FSC.SEA) if fetch
+                   else E.syn_data_abort(False, E.FSC.SEA, wnr=write))
+            return Exit(ExitReason.ARM_SEA, trap.pc, arm_sea=SeaExit(ARM_SEA_FLAG_GPA_VALID, esr, va, address & ~0xFFF))
+        same_el = ps.el(pstate) != 0
+        esr = (E.syn_instruction_abort(same_el, E.FSC.SEA) if fetch
+               else E.syn_data_abort(same_el, E.FSC.SEA, wnr=write))
+        self._stop = None
+        self.take_exception(ExceptionKind.SYNC, esr, trap.pc, far=va, from_pstate=pstate)
+        stopped = self._stop
+        return stopped.exit if stopped is not None else None
+
+    def _step_through_protection(self, page: int) -> None:
+        """Run one instruction with its page briefly unprotected (a clean byte of a page
+        that also holds poison)."""
+        self.uc.mem_protect(page, 0x1000, UC_PROT_ALL)
+        try:
+            self._in_emulation = True
+            self.uc.emu_start(self.uc.reg_read(A.UC_ARM64_REG_PC), 0, count=1)
+        except UcError:
+            pass
+        finally:
+            self._in_emulation = False
+            if page in self.vm.poisoned.pages():
+                self.uc.mem_protect(page, 0x1000, UC_PROT_NONE)
+
+    def _fault_va(self, trap: Trap) -> int:
+        """The faulting virtual address for FAR: Unicorn's memory hooks report the physical
+        address; with the MMU on the VA is recomputed from the instruction's operands."""
+        address = trap.address or 0
+        if trap.access is Access.FETCH:
+            return trap.pc
+        if not self.uc.cpr_read(*_SCTLR_EL1) & 1:  # SCTLR_EL1.M = 0: VA == PA
+            return address
+        insn = self._fetch(trap.pc)
+        if insn is None:
+            return address
+        va = effective_address(insn, trap.pc, lambda n: self.uc.reg_read(_X_IDS[n]),
+                               self.uc.reg_read(A.UC_ARM64_REG_SP))
+        return address if va is None else va
+
     # -- trap dispatch ------------------------------------------------------------------------
 
     def _dispatch(self, trap: Trap) -> None:
@@ -486,9 +565,7 @@ class Vcpu:
         if self.vm.unbacked_policy == "exit" and trap.access is not Access.FETCH:
             return self._mmio_exit(trap)
         pstate = self.pstate()
-        # FAR is the faulting virtual address; with the MMU off it equals the physical
-        # address Unicorn reports.
-        exc = guest_exception(trap, pstate, far=trap.address)
+        exc = guest_exception(trap, pstate, far=self._fault_va(trap))
         self._stop = None
         self.take_exception(ExceptionKind.SYNC, exc.esr, exc.preferred_return, exc.far, pstate)
         stopped = self._stop
@@ -500,7 +577,7 @@ class Vcpu:
         (Linux arch/arm64/kvm/mmio.c io_mem_abort)."""
         ls = self._loadstore_at(trap.pc)
         address = trap.address or 0
-        self._abort_site = (trap.pc, address)
+        self._abort_site = (trap.pc, self._fault_va(trap))
         if ls is None or not ls.syndrome_valid:
             iss = E.iss_of(E.syn_data_abort(True, E.FSC.SEA, wnr=trap.access is Access.WRITE))
             if Cap.ARM_NISV_TO_USER not in self.vm.enabled_caps:
@@ -510,7 +587,8 @@ class Vcpu:
         data = bytearray(8)
         if not ls.is_load and ls.rt != 31:
             data[:] = self.uc.reg_read(_X_IDS[ls.rt]).to_bytes(8, "little")
-        exit_ = Exit(ExitReason.MMIO, trap.pc, mmio=MmioExit(address, data, ls.size, not ls.is_load))
+        exit_ = Exit(ExitReason.MMIO, trap.pc, mmio=MmioExit(address, data, ls.size, not ls.is_load,
+                                                             esr_iss=data_abort_iss(ls)))
         self._mmio_pending = (exit_, ls)
         return exit_
 
@@ -612,7 +690,7 @@ class Vcpu:
                     # The PC a memory hook sees can be the start of the translation block;
                     # after the fault Unicorn has restored the exact PC of the access.
                     trap = dataclasses.replace(trap, pc=uc.reg_read(A.UC_ARM64_REG_PC))
-                exit_ = self._fault(trap)
+                exit_ = self._poisoned_access(trap) if trap.protected else self._fault(trap)
                 if exit_ is not None:
                     exit_.instructions = retired if max_instructions is not None else None
                     return exit_

@@ -7,17 +7,19 @@ enable (`enable_cap`), and the policy for accesses to addresses with nothing beh
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, TextIO
 
 from .arch import decode
 from .arch.exception import ExceptionEntry
 from .asm import Program
+from .devices.pl011 import PL011, PL011_BASE, PL011_SIZE
 from .exits import Exit
 from .firmware import ExceptionRecord, exception_records
 from .hyp import Hypervisor
 from .hyp.smccc import Conduit
 from .kvm import EBUSY, EINVAL, Cap, kvm_error
 from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
+from .poison import PoisonMap
 from .vcpu import Vcpu
 
 RAM_BASE = 0x40000000  # QEMU virt's RAM base
@@ -29,7 +31,7 @@ class Vm:
     def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = RAM_BASE,
                  unbacked: UnbackedPolicy = "abort", ras: bool = True,
                  storm_threshold: int = 64, max_ram: int = DEFAULT_MAX_RAM,
-                 psci_conduit: Conduit = Conduit.HVC):
+                 psci_conduit: Conduit = Conduit.HVC, uart: bool = True, uart_echo: TextIO | None = None):
         """`unbacked` chooses what a guest access to an address with no RAM and no device
         does: "abort" takes a synchronous external abort in the guest (what QEMU's virt board
         does), "exit" returns KVM_EXIT_MMIO to the host (what KVM does). `ras` models a CPU
@@ -50,16 +52,23 @@ class Vm:
             Cap.ARM_PSCI_0_2: 1,
             Cap.ARM_INJECT_EXT_DABT: 1,
             Cap.ARM_NISV_TO_USER: 1,
+            Cap.ARM_SEA_TO_USER: 1,
         }
         if ras:
             self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
         self.enabled_caps: set[Cap] = set()
         self.exception_listeners: list[Callable[[Vcpu, ExceptionEntry], None]] = []
         self.exit_listeners: list[Callable[[Vcpu, Exit], None]] = []
+        self.poisoned = PoisonMap()
         self.eret_sites: set[int] = set()
         self.gate_sites: set[int] = set()  # `msr daifclr` with A, and `esb`
         if ram_size:
             self.add_ram(ram_base, ram_size)
+        # QEMU virt's PL011 at 0x09000000: guest output is captured in vm.uart.output.
+        self.uart: PL011 | None = None
+        if uart:
+            self.uart = PL011(echo=uart_echo)
+            self.add_device(PL011_BASE, PL011_SIZE, self.uart, "pl011")
 
     # -- memory and devices ------------------------------------------------------------
 
@@ -72,6 +81,30 @@ class Vm:
         region = self.memory.add_mmio(base, size, device, name)
         for v in self.vcpus:
             v._map_mmio(region)
+
+    def poison(self, address: int, size: int = 0x1000) -> None:
+        """Mark guest-physical bytes as holding an uncorrectable error: a guest load, fetch
+        or store there never completes (KVM_EXIT_ARM_SEA with KVM_CAP_ARM_SEA_TO_USER, else an
+        injected synchronous external abort). Real hardware usually reports nothing
+        synchronous for a store to poison; the sandbox treats stores like loads, on purpose,
+        so a scenario sees every touch."""
+        self._check_ram_range(address, size)
+        before = self.poisoned.pages()
+        self.poisoned.add(address, size)
+        for v in self.vcpus:
+            v.apply_poison(before, self.poisoned.pages())
+
+    def unpoison(self, address: int, size: int = 0x1000) -> None:
+        """Repair poisoned bytes (the host replaced the page)."""
+        before = self.poisoned.pages()
+        self.poisoned.remove(address, size)
+        for v in self.vcpus:
+            v.apply_poison(before, self.poisoned.pages())
+
+    def _check_ram_range(self, address: int, size: int) -> None:
+        r = self.memory.ram_at(address)
+        if size <= 0 or r is None or address + size > r.end:
+            raise kvm_error(EINVAL, f"[{address:#x}, +{size:#x}) is not guest RAM")
 
     def read_memory(self, address: int, size: int) -> bytes:
         return self.memory.read(address, size)

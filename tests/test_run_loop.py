@@ -121,8 +121,8 @@ def test_a_raising_device_model_becomes_an_internal_error_exit():
             pass
 
     vm = Vm()
-    vm.add_device(0x9000000, 0x1000, Broken(), "broken")
-    r = boot("guest_main:\n ldr x1, =0x9000000\n ldr w2, [x1]\n ret\n", vm=vm)
+    vm.add_device(0xA000000, 0x1000, Broken(), "broken")
+    r = boot("guest_main:\n ldr x1, =0xA000000\n ldr w2, [x1]\n ret\n", vm=vm)
     assert r.exit.reason is ExitReason.INTERNAL_ERROR
     assert "device bug" in r.exit.internal.message
 
@@ -165,8 +165,8 @@ def test_registers_cannot_be_set_while_the_vcpu_runs():
         def write(self, offset, size, value):
             pass
 
-    vm.add_device(0x9000000, 0x1000, Probe(), "probe")
-    r = boot("guest_main:\n ldr x1, =0x9000000\n ldr w2, [x1]\n ret\n", vm=vm)
+    vm.add_device(0xA000000, 0x1000, Probe(), "probe")
+    r = boot("guest_main:\n ldr x1, =0xA000000\n ldr w2, [x1]\n ret\n", vm=vm)
     assert_halted(r)
     assert seen == [errno.EBUSY]
 

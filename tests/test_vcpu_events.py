@@ -112,6 +112,6 @@ def test_set_and_get_while_running_is_ebusy():
         def write(self, offset, size, value):
             pass
 
-    vm.add_device(0x9000000, 0x1000, Probe(), "probe")
-    boot("guest_main:\n ldr x1, =0x9000000\n ldr w2, [x1]\n ret\n", vm=vm)
+    vm.add_device(0xA000000, 0x1000, Probe(), "probe")
+    boot("guest_main:\n ldr x1, =0xA000000\n ldr w2, [x1]\n ret\n", vm=vm)
     assert seen == [errno.EBUSY, errno.EBUSY]

@@ -205,3 +205,62 @@ def decode_load_store(insn: int) -> LoadStore | None:
         return LoadStore(bool(insn & (1 << 22)), 16, insn & 31, (insn >> 5) & 31, simd=True,
                          writeback=bool(insn & (1 << 23)))
     return None
+
+
+def _sext(value: int, bits: int) -> int:
+    sign = 1 << (bits - 1)
+    return (value & (sign - 1)) - (value & sign)
+
+
+def _extend_reg(value: int, option: int, shift: int) -> int:
+    """ExtendReg (Arm ARM J1 shared/functions): UXTB/H/W/X, SXTB/H/W/X, then LSL."""
+    size = 8 << (option & 3)
+    value &= (1 << size) - 1 if size < 64 else 0xFFFFFFFFFFFFFFFF
+    if option & 4 and size < 64:
+        value = _sext(value, size)
+    return (value << shift) & 0xFFFFFFFFFFFFFFFF
+
+
+def effective_address(insn: int, pc: int, xreg: "callable[[int], int]", sp: int) -> int | None:
+    """The virtual address a load/store accesses first (before any writeback), from its
+    encoding and registers (`xreg(n)` reads Xn, n < 31; Rn = 31 is SP). None if `insn` is not
+    a load/store this function knows."""
+    def base(n: int) -> int:
+        return sp if n == 31 else xreg(n)
+
+    rn = (insn >> 5) & 31
+    op = (insn >> 24) & 0x3B
+    if op == 0x39:  # unsigned immediate, scaled
+        size_log2 = (insn >> 30) & 3
+        if insn & (1 << 26) and size_log2 == 0 and (insn >> 22) & 2:
+            size_log2 = 4  # 128-bit SIMD&FP
+        return (base(rn) + (((insn >> 10) & 0xFFF) << size_log2)) & 0xFFFFFFFFFFFFFFFF
+    if op == 0x38:
+        if insn & (1 << 21):
+            if (insn >> 10) & 3 == 0b10:  # register offset
+                size_log2 = (insn >> 30) & 3
+                if insn & (1 << 26) and size_log2 == 0 and (insn >> 22) & 2:
+                    size_log2 = 4
+                rm = (insn >> 16) & 31
+                m = 0 if rm == 31 else xreg(rm)
+                shift = size_log2 if insn & (1 << 12) else 0
+                return (base(rn) + _extend_reg(m, (insn >> 13) & 7, shift)) & 0xFFFFFFFFFFFFFFFF
+            return base(rn)  # atomic memory operations
+        mode = (insn >> 10) & 3
+        imm9 = _sext((insn >> 12) & 0x1FF, 9)
+        return base(rn) if mode == 0b01 else (base(rn) + imm9) & 0xFFFFFFFFFFFFFFFF
+    if (insn >> 24) & 0x3F == 0x08 or (insn >> 24) & 0x3F == 0x19:
+        if (insn >> 24) & 0x3F == 0x19:  # LDAPUR/STLUR: unscaled signed offset
+            return (base(rn) + _sext((insn >> 12) & 0x1FF, 9)) & 0xFFFFFFFFFFFFFFFF
+        return base(rn)  # exclusives, LDAR/STLR: no offset
+    if (insn >> 27) & 7 == 0b101:  # pairs
+        opc = (insn >> 30) & 3
+        scale = (2 + opc) if insn & (1 << 26) else (3 if opc & 2 else 2)
+        imm7 = _sext((insn >> 15) & 0x7F, 7) << scale
+        mode = (insn >> 23) & 3
+        return base(rn) if mode == 0b01 else (base(rn) + imm7) & 0xFFFFFFFFFFFFFFFF
+    if (insn >> 24) & 0x3B == 0x18:  # literal
+        return (pc + (_sext((insn >> 5) & 0x7FFFF, 19) << 2)) & 0xFFFFFFFFFFFFFFFF
+    if (insn & 0xBF000000) in (0x0C000000, 0x0D000000):  # SIMD structures
+        return base(rn)
+    return None
