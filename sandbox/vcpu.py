@@ -104,6 +104,7 @@ class Vcpu:
         self._storm_count = 0
         self._eret_hooks: dict[int, int] = {}
         self._in_emulation = False
+        self._counting = False  # whether the last emu_start counted instructions
         self.serror = SErrorGate(self)
         self._mmio_pending: tuple[Exit, Any] | None = None
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
@@ -459,6 +460,7 @@ class Vcpu:
             self.uc.mem_protect(page, 0x1000, UC_PROT_ALL)
         for page in pages_after - pages_before:
             self.uc.mem_protect(page, 0x1000, UC_PROT_NONE)
+        self._flush_tlb()  # a cached translation would bypass the new protection
 
     def _poisoned_access(self, trap: Trap) -> Exit | None:
         """A trapped access to a protected page: step it if it misses the poisoned bytes;
@@ -487,19 +489,36 @@ class Vcpu:
         stopped = self._stop
         return stopped.exit if stopped is not None else None
 
+    def _flush_tlb(self) -> None:
+        """UC_CTL_TLB_FLUSH (the 2.1.4 Python binding has no wrapper for it)."""
+        from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    def _emu_start(self, pc: int, *, timeout: int = 0, count: int = 0) -> None:
+        """uc.emu_start with a correct instruction count. Unicorn counts with a code hook
+        it adds on the first counted run, and a code hook only reaches translations made
+        after it exists: blocks translated by an uncounted run would run uncounted (a budget
+        of 10 overshot by millions). So the first counted run after an uncounted one drops
+        the translation cache; Unicorn itself flushes when counting stops."""
+        if count and not self._counting:
+            self.uc.ctl_flush_tb()
+        self._counting = count > 0
+        self.uc.emu_start(pc, 0, timeout=timeout, count=count)
+
     def _step_through_protection(self, page: int) -> None:
         """Run one instruction with its page briefly unprotected (a clean byte of a page
         that also holds poison)."""
         self.uc.mem_protect(page, 0x1000, UC_PROT_ALL)
         try:
             self._in_emulation = True
-            self.uc.emu_start(self.uc.reg_read(A.UC_ARM64_REG_PC), 0, count=1)
+            self._emu_start(self.uc.reg_read(A.UC_ARM64_REG_PC), count=1)
         except UcError:
             pass
         finally:
             self._in_emulation = False
             if page in self.vm.poisoned.pages():
                 self.uc.mem_protect(page, 0x1000, UC_PROT_NONE)
+                self._flush_tlb()  # drop the translation the step just cached
 
     def _fault_va(self, trap: Trap) -> int:
         """The faulting virtual address for FAR: Unicorn's memory hooks report the physical
@@ -657,7 +676,7 @@ class Vcpu:
             error: UcError | None = None
             self._in_emulation = True
             try:
-                uc.emu_start(pc, 0, timeout=micros, count=remaining or 0)
+                self._emu_start(pc, timeout=micros, count=remaining or 0)
             except UcError as e:
                 error = e
             finally:

@@ -45,6 +45,14 @@ def test_instruction_budget_counts_across_traps_handled_in_the_guest():
     assert r.exit.instructions == 5_000
 
 
+def test_a_budget_is_exact_for_code_an_uncounted_run_translated_first():
+    r = boot("guest_main:\n mov x0, #0\nloop:\n add x0, x0, #1\n b loop\n", timeout=0.1)
+    assert r.exit.reason is ExitReason.TIME_BUDGET
+    r.vcpu.set_reg("pc", r.sym("guest_main"))
+    ex = r.vcpu.run(max_instructions=11, timeout=5)
+    assert (ex.reason, ex.instructions, r.vcpu.reg("x0")) == (ExitReason.INSTRUCTION_BUDGET, 11, 5)
+
+
 def test_infinite_loop_stops_at_the_time_budget_and_can_be_resumed():
     r = boot("guest_main:\nloop:\n add x0, x0, #1\n b loop\n", timeout=0.2)
     assert r.exit.reason is ExitReason.TIME_BUDGET
