@@ -304,6 +304,9 @@ class Vcpu:
         req = validate_events(ev, has_ras_esr=bool(self.vm.check_extension(Cap.ARM_INJECT_SERROR_ESR)),
                               with_iabt=with_iabt, has_dabt=bool(self.vm.check_extension(Cap.ARM_INJECT_EXT_DABT)),
                               has_iabt=with_iabt)
+        if self.vm.observers and (req.dabt or req.iabt or req.serror_iss is not None):
+            self.vm.notify("inject", self, self.uc.reg_read(A.UC_ARM64_REG_PC), events=ev,
+                           serror_iss=req.serror_iss, dabt=req.dabt, iabt=req.iabt, abt_iss=req.abt_iss)
         if (req.dabt or req.iabt) and self._abort_site is None:
             # api.rst calls it a programming error; the sandbox refuses rather than inject
             # at a stale address.
@@ -349,7 +352,8 @@ class Vcpu:
         uc.reg_write(A.UC_ARM64_REG_PSTATE, entry.pstate)
         uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))  # hflags rebuild (unicorn #2333)
         uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
-        self.vm.trace_exception(self, entry)
+        if self.vm.observers:
+            self.vm.notify("exception", self, entry.elr, entry=entry)
         return entry
 
     def _storm(self, entry: ExceptionEntry) -> bool:
@@ -424,6 +428,8 @@ class Vcpu:
             spsr = uc.cpr_read(*_SPSR_EL1)
             elr = uc.reg_read(A.UC_ARM64_REG_ELR_EL1)
             if spsr & ps.NRW or (spsr & ps.M_MASK) in (ps.EL0T, ps.EL1T, ps.EL1H):
+                if self.vm.observers:
+                    self.vm.notify("eret", self, address, spsr=spsr, elr=elr)
                 self.serror.on_eret(spsr, elr)
                 return
             keep = ps.NZCV | ps.DAIF | ps.PAN | ps.DIT | ps.SSBS | ps.TCO
@@ -650,7 +656,8 @@ class Vcpu:
         finally:
             self._running = False
         self.last_exit = exit_
-        self.vm.trace_exit(self, exit_)
+        if self.vm.observers:
+            self.vm.notify("exit", self, exit_.pc, exit=exit_)
         return exit_
 
     def _run(self, max_instructions: int | None, timeout: float | None) -> Exit:

@@ -7,18 +7,17 @@ enable (`enable_cap`), and the policy for accesses to addresses with nothing beh
 
 from __future__ import annotations
 
-from typing import Callable, Literal, TextIO
+from typing import Literal, TextIO
 
 from .arch import decode
-from .arch.exception import ExceptionEntry
 from .asm import Program
 from .devices.pl011 import PL011, PL011_BASE, PL011_SIZE
-from .exits import Exit
 from .firmware import ExceptionRecord, exception_records
 from .hyp import Hypervisor
 from .hyp.smccc import Conduit
 from .kvm import EBUSY, EINVAL, Cap, kvm_error
 from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
+from .observe import Event, Observer
 from .poison import PoisonMap
 from .vcpu import Vcpu
 
@@ -57,8 +56,7 @@ class Vm:
         if ras:
             self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
         self.enabled_caps: set[Cap] = set()
-        self.exception_listeners: list[Callable[[Vcpu, ExceptionEntry], None]] = []
-        self.exit_listeners: list[Callable[[Vcpu, Exit], None]] = []
+        self.observers: list[Observer] = []  # see sandbox.observe
         self.poisoned = PoisonMap()
         self.eret_sites: set[int] = set()
         self.gate_sites: set[int] = set()  # `msr daifclr` with A, and `esb`
@@ -190,10 +188,9 @@ class Vm:
 
     # -- observers ---------------------------------------------------------------------------
 
-    def trace_exception(self, vcpu: Vcpu, entry: ExceptionEntry) -> None:
-        for fn in self.exception_listeners:
-            fn(vcpu, entry)
-
-    def trace_exit(self, vcpu: Vcpu, exit_: Exit) -> None:
-        for fn in self.exit_listeners:
-            fn(vcpu, exit_)
+    def notify(self, kind: str, vcpu: Vcpu, pc: int, **data: object) -> None:
+        """Tell every observer what happened (callers check `self.observers` first, so an
+        unobserved Vm builds no events)."""
+        event = Event(kind, vcpu.index, pc, data)
+        for fn in self.observers:
+            fn(event)

@@ -200,3 +200,18 @@ def test_vcpu_reset_state_is_el1h_with_daif_masked_and_mpidr_from_the_index():
     v0, v1 = vm.create_vcpu(), vm.create_vcpu()
     assert v0.reg("pstate") == 0x3C5
     assert v1.reg("MPIDR_EL1") & 0xFF_FFFF == 1
+
+
+def test_observers_see_exceptions_returns_injections_and_exits():
+    from sandbox.events import VcpuEvents
+    r = boot("guest_main:\n svc #7\n msr daifclr, #4\n ret\n", run=False)
+    seen = []
+    r.vm.observers.append(lambda e: seen.append((e.kind, e.pc)))
+    r.vcpu.set_events(VcpuEvents(serror_pending=1))
+    r.exit = r.vcpu.run()
+    assert_halted(r)
+    kinds = [k for k, _ in seen]
+    assert kinds[0] == "inject" and kinds[-1] == "exit"
+    assert kinds.count("exception") == 2 and kinds.count("eret") == 2
+    svc = r.sym("guest_main")
+    assert ("exception", svc + 4) in seen  # SVC: ELR = the next instruction

@@ -1,0 +1,27 @@
+"""What happened inside a run, as events the host can observe (traces, timelines, fuzzers).
+
+The Vm calls every observer with one `Event` per exit, exception taken, exception return,
+injection, hypercall and SDEI dispatch. With no observer registered nothing is built, so
+observation costs nothing unless somebody listens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened on a vCPU. `kind` is one of KINDS; `data` holds the values
+    that kind carries (e.g. an ExceptionEntry under "entry" for "exception")."""
+
+    kind: str
+    vcpu: int  # vCPU index
+    pc: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+KINDS = ("exit", "exception", "eret", "inject", "hypercall", "sdei_dispatch", "sdei_complete")
+
+Observer = Callable[[Event], None]
