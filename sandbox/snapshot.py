@@ -110,7 +110,7 @@ def save(vm: "Vm") -> bytes:
         "machine": {
             "unbacked": vm.unbacked_policy, "ras": vm.ras, "storm_threshold": vm.storm_threshold,
             "max_ram": vm.memory.max_ram, "psci_conduit": int(vm.hypervisor.psci_conduit),
-            "uart": vm.uart is not None,
+            "uart": vm.uart is not None, "quirks": sorted(vm.quirks),
         },
         "caps": sorted(int(c) for c in vm.caps),
         "enabled_caps": sorted(int(c) for c in vm.enabled_caps),
@@ -145,7 +145,8 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     header = json.loads(data[start:start + hlen])
     m = header["machine"]
     vm = Vm(ram_size=0, unbacked=m["unbacked"], ras=m["ras"], storm_threshold=m["storm_threshold"],
-            max_ram=m["max_ram"], psci_conduit=Conduit(m["psci_conduit"]), uart=m["uart"])
+            max_ram=m["max_ram"], psci_conduit=Conduit(m["psci_conduit"]), uart=m["uart"],
+            quirks=m.get("quirks", ()))
     vm.caps = {Cap(c): 1 for c in header["caps"]}
     vm.enabled_caps = {Cap(c) for c in header["enabled_caps"]}
     offset = start + hlen

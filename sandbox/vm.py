@@ -19,6 +19,7 @@ from .kvm import EBUSY, EINVAL, Cap, kvm_error
 from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
 from .observe import Event, Observer
 from .poison import PoisonMap
+from .quirks import check_quirks
 from .vcpu import Vcpu
 
 RAM_BASE = 0x40000000  # QEMU virt's RAM base
@@ -30,7 +31,8 @@ class Vm:
     def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = RAM_BASE,
                  unbacked: UnbackedPolicy = "abort", ras: bool = True,
                  storm_threshold: int = 64, max_ram: int = DEFAULT_MAX_RAM,
-                 psci_conduit: Conduit = Conduit.HVC, uart: bool = True, uart_echo: TextIO | None = None):
+                 psci_conduit: Conduit = Conduit.HVC, uart: bool = True, uart_echo: TextIO | None = None,
+                 quirks: "set[str] | frozenset[str] | list[str] | tuple[str, ...]" = ()):
         """`unbacked` chooses what a guest access to an address with no RAM and no device
         does: "abort" takes a synchronous external abort in the guest (what QEMU's virt board
         does), "exit" returns KVM_EXIT_MMIO to the host (what KVM does). `ras` models a CPU
@@ -39,6 +41,7 @@ class Vm:
             raise kvm_error(EINVAL, f"unbacked policy must be 'abort' or 'exit', not {unbacked!r}")
         if storm_threshold < 2:
             raise kvm_error(EINVAL, "storm_threshold must be at least 2")
+        self.quirks = check_quirks(quirks)  # sandbox.quirks: fixes reverted on purpose
         self.memory = MemoryMap(max_ram)
         self.unbacked_policy: UnbackedPolicy = unbacked
         self.ras = ras
@@ -133,6 +136,10 @@ class Vm:
                 self.gate_sites.add(address + off)
                 for v in self.vcpus:
                     v.serror.watch(address + off)
+
+    def has_quirk(self, name: str) -> bool:
+        """Whether this Vm reproduces the bug that quirk `name` names (sandbox.quirks)."""
+        return name in self.quirks
 
     # -- capabilities ------------------------------------------------------------------
 
