@@ -21,7 +21,10 @@ DEFAULT_MAX_RAM = 4 << 30
 
 class MmioDevice(Protocol):
     """A device model: `read` returns the value of a `size`-byte access at `offset` inside
-    the device's window; `write` receives one."""
+    the device's window; `write` receives one. Accesses of 1, 2 and 4 bytes arrive as they
+    are; an 8-byte access (or a pair) arrives as 4-byte accesses, lower address first, as
+    QEMU splits accesses for a device whose MemoryRegionOps allow at most 32 bits (Unicorn's
+    mmio_map regions do)."""
 
     def read(self, offset: int, size: int) -> int: ...
 

@@ -29,13 +29,15 @@ UnbackedPolicy = Literal["abort", "exit"]
 
 class Vm:
     def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = RAM_BASE,
-                 unbacked: UnbackedPolicy = "abort", ras: bool = True,
+                 unbacked: UnbackedPolicy = "exit", ras: bool = True,
                  storm_threshold: int = 64, max_ram: int = DEFAULT_MAX_RAM,
                  psci_conduit: Conduit = Conduit.HVC, uart: bool = True, uart_echo: TextIO | None = None,
                  quirks: "set[str] | frozenset[str] | list[str] | tuple[str, ...]" = ()):
         """`unbacked` chooses what a guest access to an address with no RAM and no device
-        does: "abort" takes a synchronous external abort in the guest (what QEMU's virt board
-        does), "exit" returns KVM_EXIT_MMIO to the host (what KVM does). `ras` models a CPU
+        does: "exit" (the default, what KVM does) returns KVM_EXIT_MMIO / KVM_EXIT_ARM_NISV to
+        the host; "abort" takes a synchronous external abort in the guest (what QEMU's virt
+        board does). Instruction fetches from nothing always abort (KVM injects that SEA
+        itself: Linux mmu.c kvm_handle_guest_abort). `ras` models a CPU
         with FEAT_RAS (ESB, DISR_EL1, error records, VSESR_EL2-style SError syndromes)."""
         if unbacked not in ("abort", "exit"):
             raise kvm_error(EINVAL, f"unbacked policy must be 'abort' or 'exit', not {unbacked!r}")

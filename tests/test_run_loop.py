@@ -25,7 +25,7 @@ task:
     udf #4
     svc #0xffff
 """
-    a, b = boot(src), boot(src)
+    a, b = boot(src, vm=Vm(unbacked="abort")), boot(src, vm=Vm(unbacked="abort"))
     assert a.exit.describe() == b.exit.describe()
     assert a.records == b.records
     assert len(a.records) == 6
