@@ -28,6 +28,7 @@ from .arch import pstate as ps
 from .arch import esr as E
 from .arch.decode import effective_address
 from .arch.esr import EC, ec_of, syn_illegal_state
+from .arch.mmu import SCTLR_M, TranslationRegime, translate
 from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
 from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
@@ -65,6 +66,7 @@ _DIRECT["fp"] = A.UC_ARM64_REG_X29
 _SPSR_EL1 = SYSREGS["SPSR_EL1"]
 _SCTLR_EL1 = SYSREGS["SCTLR_EL1"]
 _TPIDR_EL0 = SYSREGS["TPIDR_EL0"]
+_TCR_EL1 = SYSREGS["TCR_EL1"]
 
 def _is_call(esr: int | None) -> bool:
     """SVC/HVC/SMC are deliberate calls: repeating one is the guest's choice, not a storm."""
@@ -166,9 +168,32 @@ class Vcpu:
     def write_memory(self, address: int, data: bytes) -> None:
         self.vm.memory.write(address, data)
 
-    def _fetch(self, address: int) -> int | None:
+    def translate(self, va: int) -> int | None:
+        """The guest-physical address a virtual address maps to through the guest's own
+        stage-1 tables (EL1&0 regime), or None if it is not mapped. With SCTLR_EL1.M = 0 it
+        is the address itself."""
+        uc = self.uc
+        sctlr = uc.cpr_read(*_SCTLR_EL1)
+        if not sctlr & SCTLR_M:
+            return va
+        regime = TranslationRegime(sctlr, uc.cpr_read(*_TCR_EL1), uc.reg_read(A.UC_ARM64_REG_TTBR0_EL1),
+                                   uc.reg_read(A.UC_ARM64_REG_TTBR1_EL1))
+        return translate(va, regime, self._read_descriptor)
+
+    def _read_descriptor(self, pa: int) -> int | None:
         try:
-            return int.from_bytes(self.uc.mem_read(address, 4), "little")
+            return int.from_bytes(self.vm.memory.read(pa, 8), "little")
+        except OSError:
+            return None
+
+    def _fetch(self, address: int) -> int | None:
+        """The instruction word at virtual address `address` (Unicorn's mem_read is
+        physical: with the MMU on the address goes through the guest's tables first)."""
+        pa = self.translate(address)
+        if pa is None:
+            return None
+        try:
+            return int.from_bytes(self.uc.mem_read(pa, 4), "little")
         except UcError:
             return None
 
