@@ -261,3 +261,40 @@ data: .quad 0
     assert (store.esr, store.far, store.elr) == (0x96000050, r.sym("data"), r.sym("store"))
     assert (fetch.esr, fetch.far, fetch.elr) == (0x86000010, r.sym("code"), r.sym("code"))
     assert r.vm.read_memory(r.sym("data"), 8) == bytes(8)  # the store never completed
+
+
+def test_poisoned_fetch_and_store_with_sea_to_user_exit_with_the_el2_view():
+    r = boot("""
+guest_main:
+    ldr x1, =data
+    mov x2, #9
+store:
+    str x2, [x1]
+    stp x29, x30, [sp, #-16]!
+    bl code
+    ldp x29, x30, [sp], #16
+    ret
+.balign 4096
+code:
+    ret
+.balign 4096
+data: .quad 0
+""", run=False)
+    r.vm.enable_cap(Cap.ARM_SEA_TO_USER)
+    r.vm.poison(r.sym("code"), 4)
+    r.vm.poison(r.sym("data"), 8)
+    store = r.vcpu.run()
+    assert store.reason is ExitReason.ARM_SEA and store.pc == r.sym("store")
+    # Linux mmu.c kvm_handle_guest_sea: the EL2 view of a lower-EL abort, WnR for the store.
+    assert (store.arm_sea.esr, store.arm_sea.gva, store.arm_sea.gpa) == (0x92000050, r.sym("data"), r.sym("data"))
+    r.vm.unpoison(r.sym("data"), 8)  # the host repairs the page: the store completes
+    fetch = r.vcpu.run()
+    assert fetch.reason is ExitReason.ARM_SEA and fetch.pc == r.sym("code")
+    assert (fetch.arm_sea.esr, fetch.arm_sea.gva) == (0x82000010, r.sym("code"))
+    # The host answers this one with an SError instead of an abort; the guest, which never
+    # unmasks PSTATE.A, keeps it pending and goes on once the page is repaired.
+    r.vcpu.set_events(VcpuEvents(serror_pending=1))
+    r.vm.unpoison(r.sym("code"), 4)
+    assert_halted(continue_(r))
+    assert r.vm.read_memory(r.sym("data"), 8) == (9).to_bytes(8, "little")
+    assert r.records == [] and r.vcpu.get_events().serror_pending == 1
