@@ -128,16 +128,15 @@ class Vm:
         """Tell the vCPUs where guest code is: each ERET in it is checked before it runs
         (Unicorn does not raise the Illegal Execution State exception by itself), and the
         instructions that can take or defer a pending SError are found once here."""
-        for off in range(0, len(code) - 3, 4):
-            insn = int.from_bytes(code[off:off + 4], "little")
-            if decode.is_eret(insn):
-                self.eret_sites.add(address + off)
-                for v in self.vcpus:
-                    v.watch_eret(address + off)
-            elif insn == decode.ESB or (decode.is_daifclr(insn) and (insn >> 8) & 4):
-                self.gate_sites.add(address + off)
-                for v in self.vcpus:
-                    v.serror.watch(address + off)
+        code = bytes(code)
+        for off in decode.find_words(code, (decode.ERET, decode.ERETAA, decode.ERETAB)):
+            self.eret_sites.add(address + off)
+            for v in self.vcpus:
+                v.watch_eret(address + off)
+        for off in decode.find_words(code, (decode.ESB, *decode.DAIFCLR_A)):
+            self.gate_sites.add(address + off)
+            for v in self.vcpus:
+                v.serror.watch(address + off)
 
     def has_quirk(self, name: str) -> bool:
         """Whether this Vm reproduces the bug that quirk `name` names (sandbox.quirks)."""

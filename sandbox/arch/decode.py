@@ -87,6 +87,25 @@ def is_daifclr(insn: int) -> bool:
     return d is not None and (d[0], d[1]) == PSTATEFIELD_DAIFCLR
 
 
+# `msr daifclr, #imm` for every imm that clears PSTATE.A (imm bit 2; Arm ARM C6.2.230).
+DAIFCLR_A = tuple(0xD50340FF | (crm << 8) for crm in range(16) if crm & 4)
+
+
+def find_words(code: bytes, words: "tuple[int, ...] | list[int]") -> list[int]:
+    """Offsets of the 4-byte-aligned occurrences of any of `words` (little-endian) in
+    `code`, in order. bytes.find does the scanning, so a 30 MiB kernel image takes
+    milliseconds rather than the seconds a Python loop over every word would."""
+    found: list[int] = []
+    for word in words:
+        needle = word.to_bytes(4, "little")
+        at = code.find(needle)
+        while at >= 0:
+            if not at & 3:
+                found.append(at)
+            at = code.find(needle, at + 1)
+    return sorted(found)
+
+
 @dataclass(frozen=True)
 class LoadStore:
     """What a load/store instruction does, as far as a data-abort syndrome cares.
