@@ -60,6 +60,29 @@ class SystemEventExit:
 
 
 @dataclass
+class SemihostingExit:
+    """How a guest ended itself through semihosting SYS_EXIT / SYS_EXIT_EXTENDED (KVM has no
+    semihosting; the exit is a SYSTEM_EVENT, see sandbox.semihosting): `reason` is the
+    ADP_Stopped_* code, `subcode` its argument, `status` the exit status a process would get."""
+
+    reason: int
+    subcode: int
+    status: int
+
+
+@dataclass
+class DebugExit:
+    """kvm_run.debug.arch (struct kvm_debug_exit_arch): `hsr` is the syndrome of the debug
+    event (BRK, software step, or the exception the guest took, see sandbox.guest_debug)."""
+
+    hsr: int
+    hsr_high: int = 0
+    far: int = 0
+    event: str = ""  # sandbox extension: "breakpoint", "step" or "exception"
+    detail: str = ""  # sandbox extension: what happened, in words
+
+
+@dataclass
 class InternalErrorExit:
     suberror: InternalErrorSuberror
     message: str
@@ -76,6 +99,8 @@ class Exit:
     hypercall: HypercallExit | None = None
     system_event: SystemEventExit | None = None
     internal: InternalErrorExit | None = None
+    semihosting: SemihostingExit | None = None
+    debug: DebugExit | None = None
     instructions: int | None = None  # retired this run, when the run counted them
 
     def describe(self) -> str:
@@ -91,6 +116,10 @@ class Exit:
             text += f" esr={self.arm_sea.esr:#010x} gva={self.arm_sea.gva:#x} gpa={self.arm_sea.gpa:#x}"
         if self.system_event:
             text += f" {self.system_event.type.name}"
+        if self.semihosting:
+            text += f" (semihosting exit, status {self.semihosting.status})"
+        if self.debug:
+            text += f" hsr={self.debug.hsr:#010x}" + (f" {self.debug.detail}" if self.debug.detail else "")
         if self.hypercall:
             text += f" function {self.hypercall.nr:#010x}"
         if self.internal:
