@@ -45,7 +45,9 @@ class Symbolizer:
         i = bisect.bisect_left(self._starts, symbol.address)
         if i < len(self._starts) and self._starts[i] == symbol.address:
             old = self._best[i]
-            if (symbol.rank, bool(symbol.size)) > (old.rank, bool(old.size)):
+            # At equal rank the later name wins: of two labels at one address, the earlier
+            # usually ends what precedes it (`stack_top:`) and the later starts what follows.
+            if (symbol.rank, bool(symbol.size)) >= (old.rank, bool(old.size)):
                 self._best[i] = symbol
         else:
             self._starts.insert(i, symbol.address)

@@ -39,9 +39,7 @@ class Vm:
         """`unbacked` chooses what a guest access to an address with no RAM and no device
         does: "abort" takes a synchronous external abort in the guest (what QEMU's virt board
         does), "exit" returns KVM_EXIT_MMIO to the host (what KVM does). `ras` models a CPU
-        with FEAT_RAS (ESB, DISR_EL1, error records, VSESR_EL2-style SError syndromes).
-        `semihosting` serves Arm semihosting calls (HLT #0xF000; sandbox.semihosting), off by
-        default as in QEMU."""
+        with FEAT_RAS (ESB, DISR_EL1, error records, VSESR_EL2-style SError syndromes)."""
         if unbacked not in ("abort", "exit"):
             raise kvm_error(EINVAL, f"unbacked policy must be 'abort' or 'exit', not {unbacked!r}")
         if storm_threshold < 2:
@@ -70,6 +68,7 @@ class Vm:
         self.eret_sites: set[int] = set()
         self.gate_sites: set[int] = set()  # `msr daifclr` with A, and `esb`
         self.symbols = Symbolizer()  # guest symbols from every image loaded (sandbox.symbols)
+        # Arm semihosting (HLT #0xF000, sandbox.semihosting): off by default, as in QEMU.
         self.semihosting: Semihosting | None = Semihosting() if semihosting else None
         if ram_size:
             self.add_ram(ram_base, ram_size)
