@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from .asm import Program
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,15 @@ class Symbolizer:
             else:
                 self._by_name.setdefault(s.name, s)
 
-    def add_program(self, program: "object") -> None:
-        """The labels of an assembled keystone `Program` (sandbox.asm)."""
-        base, end = program.base, program.end  # type: ignore[attr-defined]
-        symbols = program.symbols  # type: ignore[attr-defined]
-        self.add_image((Symbol(n, a) for n, a in symbols.items()), base, end)
+    def add_program(self, program: "Program") -> None:
+        """The labels of an assembled keystone `Program` (sandbox.asm); its `.equ` constants
+        keep their names but never name an address."""
+        self._regions.append((program.base, program.end))
+        for name, value in program.symbols.items():
+            if name in program.constants:
+                self._by_name.setdefault(name, Symbol(name, value))
+            else:
+                self.add(Symbol(name, value))
 
     # -- looking up ----------------------------------------------------------------------
 

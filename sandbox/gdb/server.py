@@ -100,6 +100,12 @@ class GdbServer:
         self._last_stop = f"T{GDB_SIGNAL_TRAP:02x}thread:{vcpu + 1:x};"
         self._conn: Connection | None = None
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the stub listens (always the loopback address)."""
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
     def close(self) -> None:
         self._listener.close()
 
