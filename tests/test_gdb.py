@@ -67,8 +67,9 @@ def test_gdb_breaks_at_main_reads_and_writes_memory_steps_and_sees_the_exit_stat
     vm.create_vcpu().set_reg("pc", image.entry)
     s = Session(vm)
     p = subprocess.run(gdb_command(s.server.port, "info registers pc cpsr", "break main", "continue",
-                                   "p/x $pc", "p answer", "set var answer = 50", "stepi", "p/x $pc",
-                                   "p/x $x30", "info threads", "delete", "continue", program=hello),
+                                   "p/x $pc", "p answer", "set var answer = 50", "set $x9 = 0x1234",
+                                   "stepi", "p/x $pc", "p/x $x9", "info threads", "delete", "continue",
+                                   program=hello),
                        capture_output=True, text=True, timeout=60)
     end = s.finish()
     out = p.stdout
@@ -78,6 +79,7 @@ def test_gdb_breaks_at_main_reads_and_writes_memory_steps_and_sees_the_exit_stat
     assert f"Breakpoint 1, main () at" in out and f"$1 = {main:#x}" in out
     assert "$2 = 40" in out  # read from guest memory
     assert f"$3 = {main + 4:#x}" in out  # one instruction stepped
+    assert "$4 = 0x1234" in out  # a register write (P packet), read back from the vCPU after a stop
     assert "Thread 1 (vCPU 0 MPIDR 0x0)" in out
     assert "exited with code 064" in out  # 50 + 2 = 52: gdb's write reached guest memory
     assert end.how == "exited" and end.exit.semihosting.status == 52
