@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a .S file (assembled) or an AArch64 ELF; print exits and exception records")
     r.add_argument("file")
-    r.add_argument("--base", type=_int, default=RAM_BASE, help="load address (default 0x40000000)")
+    r.add_argument("--base", type=_int, default=RAM_BASE, help="load address of a .S file (default 0x40000000)")
     r.add_argument("--entry", help="symbol to start at (default _start, else the load address)")
     r.add_argument("--ram", type=_size, default=64 << 20, help="guest RAM size (default 64M)")
     r.add_argument("--ram-base", type=_int, default=RAM_BASE)
@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=10.0, help="wall-time budget in seconds")
     r.add_argument("--max-exits", type=int, default=64)
     r.add_argument("--semihosting", action="store_true", help="serve Arm semihosting calls (HLT #0xF000)")
-    r.add_argument("--gdb", type=int, metavar="PORT", help="wait for gdb on 127.0.0.1:PORT before running")
+    r.add_argument("--gdb", type=int, metavar="PORT",
+                   help="wait for gdb on 127.0.0.1:PORT (0: any free port) and let it drive the guest; "
+                        "the budgets apply once gdb detaches")
     r.set_defaults(func=_cmd_run)
     a = sub.add_parser("asm", help="assemble a .S file; print a listing or write the image")
     a.add_argument("file")

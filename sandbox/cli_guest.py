@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from .kvm import ExitReason, SystemEventType
+from .kvm import ExitReason
 
 if TYPE_CHECKING:
     from .asm import Program
@@ -65,8 +65,5 @@ def gdb_session(vm: "Vm", args: argparse.Namespace) -> "tuple[Exit | None, bool]
 def run_status(exit_: "Exit | None") -> int:
     """The command's status: the guest's own with semihosting SYS_EXIT (as QEMU exits), 0
     for a power-off (PSCI SYSTEM_OFF), 1 for anything else."""
-    if exit_ is None or exit_.reason is not ExitReason.SYSTEM_EVENT or exit_.system_event is None:
-        return 1
-    if exit_.semihosting is not None:
-        return exit_.semihosting.status & 0xFF
-    return 0 if exit_.system_event.type is SystemEventType.SHUTDOWN else 1
+    status = exit_.machine_status() if exit_ is not None else None
+    return 1 if status is None else status

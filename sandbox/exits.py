@@ -103,6 +103,16 @@ class Exit:
     debug: DebugExit | None = None
     instructions: int | None = None  # retired this run, when the run counted them
 
+    def machine_status(self) -> int | None:
+        """For an exit that stops the machine (SYSTEM_EVENT), the status a process running
+        the guest exits with, as QEMU's does: the semihosting exit status, 0 for a power-off,
+        1 otherwise (reset, crash). None for any other exit."""
+        if self.reason is not ExitReason.SYSTEM_EVENT or self.system_event is None:
+            return None
+        if self.semihosting is not None:
+            return self.semihosting.status & 0xFF
+        return 0 if self.system_event.type is SystemEventType.SHUTDOWN else 1
+
     def describe(self) -> str:
         text = f"{self.reason.name} at pc={self.pc:#x}"
         if self.mmio:

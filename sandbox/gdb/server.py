@@ -17,8 +17,9 @@ What gdb is told when the guest stops:
   with the syndrome, FAR and vector;
 - a vCPU exit nobody handled (MMIO, ARM_SEA, internal error, budgets, WFI idle): a signal by
   exit reason and a console line with `Exit.describe()`;
-- the guest powering off (PSCI SYSTEM_OFF, semihosting SYS_EXIT): "process exited" with the
-  semihosting status (0 otherwise); the session ends.
+- the guest stopping the machine (PSCI SYSTEM_OFF/RESET, semihosting SYS_EXIT): "process
+  exited" with `Exit.machine_status()` (the semihosting status; 0 for a power-off, 1 for a
+  reset or crash); the session ends.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from ..arch.esr import EC, ec_of
 from ..guest_debug import (BREAKPOINT, EXCEPTION, GUESTDBG_EXIT_ON_EXCEPTION, KVM_GUESTDBG_ENABLE,
                            KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP)
 from ..guest_memory import read_virtual, write_virtual
-from ..kvm import ExitReason, SystemEventType
+from ..kvm import ExitReason
 from . import registers as R
 from .packets import INTERRUPT, Connection, Disconnected, escape_binary
+from .stops import GDB_SIGNAL_INT, GDB_SIGNAL_TRAP, exception_signal, exit_signal
 
 if TYPE_CHECKING:
     from ..exits import Exit
@@ -42,24 +43,6 @@ if TYPE_CHECKING:
 
 LOOPBACK = "127.0.0.1"
 BRK_0 = 0xD4200000  # `brk #0`, the software breakpoint (A64 BRK, imm16 = 0)
-
-# GDB's own signal numbers (gdb/include/gdb/signals.def), not the host's.
-GDB_SIGNAL_INT, GDB_SIGNAL_ILL, GDB_SIGNAL_TRAP, GDB_SIGNAL_ABRT = 2, 4, 5, 6
-GDB_SIGNAL_BUS, GDB_SIGNAL_SEGV, GDB_SIGNAL_XCPU = 10, 11, 24
-
-_EXCEPTION_SIGNALS = {
-    EC.UNKNOWN: GDB_SIGNAL_ILL, EC.ILLEGAL_STATE: GDB_SIGNAL_ILL, EC.SYS64: GDB_SIGNAL_ILL,
-    EC.IABT_LOW: GDB_SIGNAL_SEGV, EC.IABT_CUR: GDB_SIGNAL_SEGV, EC.DABT_LOW: GDB_SIGNAL_SEGV,
-    EC.DABT_CUR: GDB_SIGNAL_SEGV, EC.PC_ALIGN: GDB_SIGNAL_BUS, EC.SP_ALIGN: GDB_SIGNAL_BUS,
-    EC.SERROR: GDB_SIGNAL_BUS,
-}
-_EXIT_SIGNALS = {
-    ExitReason.ARM_SEA: GDB_SIGNAL_BUS, ExitReason.ARM_NISV: GDB_SIGNAL_BUS,
-    ExitReason.INTERNAL_ERROR: GDB_SIGNAL_ABRT, ExitReason.INSTRUCTION_BUDGET: GDB_SIGNAL_XCPU,
-    ExitReason.TIME_BUDGET: GDB_SIGNAL_XCPU,
-}
-_FSC_SEA = 0x10
-
 
 @dataclass
 class SessionEnd:
@@ -387,28 +370,18 @@ class GdbServer:
         if debug.event == EXCEPTION:
             self._console(f"guest exception: {debug.detail}; ESR {debug.hsr:#010x} FAR {debug.far:#x}; "
                           f"vector {self._where(exit_.pc)}\n")
-            return self._stop_reply(self._exception_signal(debug.hsr))
+            return self._stop_reply(exception_signal(debug.hsr))
         return self._stop_reply(GDB_SIGNAL_TRAP)  # single step
 
     def _exit_stop(self, exit_: "Exit") -> str:
         """Report a vCPU exit; a machine that stopped itself ends the session."""
         self._console(f"vCPU {self.vcpu.index} exit: {exit_.describe()} at {self._where(exit_.pc)}\n")
-        if exit_.reason is ExitReason.SYSTEM_EVENT and exit_.system_event is not None:
-            if exit_.semihosting is not None:
-                status = exit_.semihosting.status
-            else:
-                status = 0 if exit_.system_event.type is not SystemEventType.CRASH else 1
+        status = exit_.machine_status()
+        if status is not None:
             assert self._conn is not None
-            self._conn.send(f"W{status & 0xFF:02x}")
+            self._conn.send(f"W{status:02x}")
             raise _Stop(SessionEnd("exited", exit_))
-        return self._stop_reply(_EXIT_SIGNALS.get(exit_.reason, GDB_SIGNAL_TRAP))
-
-    @staticmethod
-    def _exception_signal(esr: int) -> int:
-        ec = ec_of(esr)
-        if ec in (EC.DABT_LOW, EC.DABT_CUR, EC.IABT_LOW, EC.IABT_CUR) and esr & 0x3F == _FSC_SEA:
-            return GDB_SIGNAL_BUS  # a synchronous external abort is a bus error, not a bad address
-        return _EXCEPTION_SIGNALS.get(ec, GDB_SIGNAL_TRAP)
+        return self._stop_reply(exit_signal(exit_))
 
     def _where(self, address: int) -> str:
         return self.vm.symbols.annotate(address)
