@@ -23,6 +23,7 @@ Options (group "sandbox")
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def vcpu(vm: Any) -> Any:
 
 
 @pytest.fixture
-def boot_guest(vm: Any, sandbox_options: SandboxOptions) -> Callable[..., Any]:
+def boot_guest(vm: Any, sandbox_options: SandboxOptions, pytestconfig: pytest.Config) -> Callable[..., Any]:
     from sandbox.testing import boot
 
     def boot_in_vm(source: str, *, run: bool = True, **run_kwargs: Any) -> Any:
@@ -93,7 +94,10 @@ def boot_guest(vm: Any, sandbox_options: SandboxOptions) -> Callable[..., Any]:
         from sandbox.gdb import serve
 
         guest = boot(source, vm=vm, run=False)
-        end = serve(vm, sandbox_options.gdb_port, announce=sys.stderr)
+        # Like a pdb session: the port and the guest's console reach the terminal, not the capture.
+        capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            end = serve(vm, sandbox_options.gdb_port, announce=sys.stderr)
         guest.exit = end.exit if end.exit is not None else guest.vcpu.run(**run_kwargs)
         return guest
 

@@ -65,3 +65,27 @@ def test_this_suite_runs_on_the_plugin(request: pytest.FixtureRequest, vm):
     plugin = request.config.pluginmanager.get_plugin("sandbox")
     assert plugin is not None and plugin.__name__ == "sandbox.pytest_plugin"
     assert not hasattr(conftest, "vm") and not hasattr(conftest, "vcpu")  # the fixtures are the plugin's
+
+
+def test_sandbox_gdb_lets_gdb_drive_the_guest_of_boot_guest(tmp_path):
+    import re
+    import shutil
+
+    if shutil.which("gdb-multiarch") is None:
+        pytest.skip("gdb-multiarch is not installed")
+    (tmp_path / "test_debugged.py").write_text(
+        "def test_guest_under_gdb(boot_guest):\n"
+        "    run = boot_guest('guest_main:\\n mov x7, #5\\n svc #1\\n ret\\n')\n"
+        "    assert run.exit.machine_status() == 0 and run.vcpu.reg('x7') == 5\n"
+        "    assert [r.esr for r in run.records] == [0x56000001]\n")
+    tests = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--sandbox-gdb", "0",
+                              "test_debugged.py"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert tests.stderr is not None
+    port = re.search(r"127\.0\.0\.1:(\d+)", tests.stderr.readline()).group(1)
+    gdb = subprocess.run(["gdb-multiarch", "-nx", "-batch", "-ex", f"target remote 127.0.0.1:{port}",
+                          "-ex", "monitor exceptions off", "-ex", "continue"],
+                         capture_output=True, text=True, timeout=60)
+    out, _ = tests.communicate(timeout=60)
+    assert "exited normally" in gdb.stdout, gdb.stdout + gdb.stderr
+    assert "1 passed" in out, out
