@@ -45,6 +45,7 @@ class Program:
     code: bytes
     base: int
     symbols: dict[str, int] = field(default_factory=dict)
+    constants: frozenset[str] = frozenset()  # the symbols that are .equ/.set values, not labels
 
     def __getitem__(self, name: str) -> int:
         try:
@@ -341,7 +342,8 @@ def assemble(source: str, base: int = 0, *, filename: str = "<string>",
     count = len(names) + 1
     values = struct.unpack_from(f"<{count}Q", enc, len(enc) - 8 * count)
     symbols = dict(zip(names, values[1:]))
-    return Program(code=enc[: values[0] - base], base=base, symbols=symbols)
+    constants = frozenset(m.group(1) for ln in lines if (m := _EQU.match(ln.text)))
+    return Program(code=enc[: values[0] - base], base=base, symbols=symbols, constants=constants)
 
 
 def assemble_file(path: str | os.PathLike[str], base: int = 0,

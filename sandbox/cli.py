@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .asm import AsmError, assemble_file
 from .disasm import disassemble, disassemble_one
-from .kvm import ExitReason, SystemEventType
+from .cli_guest import gdb_session, is_elf, load_guest, run_status
+from .kvm import ExitReason
 from .vm import RAM_BASE, Vm
 
 
@@ -29,28 +30,26 @@ def _size(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    prog = assemble_file(args.file, args.base)
-    vm = Vm(ram_size=args.ram, ram_base=args.ram_base, unbacked=args.unbacked)
+    prog = None if is_elf(args.file) else assemble_file(args.file, args.base)
+    vm = Vm(ram_size=args.ram, ram_base=args.ram_base, unbacked=args.unbacked, semihosting=args.semihosting,
+            uart_echo=sys.stdout)
     vcpu = vm.create_vcpu()
-    vm.load(prog)
-    entry = prog.symbols.get(args.entry, None) if args.entry else prog.symbols.get("_start", prog.base)
+    entry = load_guest(vm, args, prog)  # an ELF (sandbox.loaders.elf) or the assembled program
     if entry is None:
         print(f"{args.file}: no symbol {args.entry!r} to start at", file=sys.stderr)
         return 2
     vcpu.set_reg("pc", entry)
-    print(f"loaded {args.file}: {len(prog.code):#x} bytes at {prog.base:#x}, entry {entry:#x}")
-    status = 1
-    for _ in range(args.max_exits):
+    ex, run_on = gdb_session(vm, args)  # with --gdb: the debugging session comes first
+    for _ in range(args.max_exits if run_on else 0):
         ex = vcpu.run(max_instructions=args.max_instructions, timeout=args.timeout)
-        print(f"exit: {ex.describe()}")
+        print(f"exit: {ex.describe()} {vm.symbols.annotate(ex.pc)}")
         if ex.reason is ExitReason.MMIO and ex.mmio and not ex.mmio.is_write:
             continue  # reads complete with zero, as a VMM without a device would
         if ex.reason is ExitReason.MMIO:
             continue
-        if ex.reason is ExitReason.SYSTEM_EVENT and ex.system_event:
-            status = 0 if ex.system_event.type is SystemEventType.SHUTDOWN else 1
         break
-    if "exc_ring" in prog.symbols:
+    status = run_status(ex)
+    if prog is not None and "exc_ring" in prog.symbols:
         records = vm.exception_records(prog)
         print(f"exception records ({len(records)}):")
         for r in records:
@@ -60,7 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 insn = disassemble_one(vm.read_memory(at, 4), at)
             except OSError:
                 insn = "(not in RAM)"
-            print(f"  {r.describe()}\n      {at:#x}: {insn}")
+            print(f"  {r.describe()}\n      {vm.symbols.annotate(at)}: {insn}")
     return status
 
 
@@ -92,9 +91,9 @@ def _cmd_disasm(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sandbox", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="assemble a .S file, run it, print exits and exception records")
+    r = sub.add_parser("run", help="run a .S file (assembled) or an AArch64 ELF; print exits and exception records")
     r.add_argument("file")
-    r.add_argument("--base", type=_int, default=RAM_BASE, help="load address (default 0x40000000)")
+    r.add_argument("--base", type=_int, default=RAM_BASE, help="load address of a .S file (default 0x40000000)")
     r.add_argument("--entry", help="symbol to start at (default _start, else the load address)")
     r.add_argument("--ram", type=_size, default=64 << 20, help="guest RAM size (default 64M)")
     r.add_argument("--ram-base", type=_int, default=RAM_BASE)
@@ -103,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-instructions", type=int, default=None)
     r.add_argument("--timeout", type=float, default=10.0, help="wall-time budget in seconds")
     r.add_argument("--max-exits", type=int, default=64)
+    r.add_argument("--semihosting", action="store_true", help="serve Arm semihosting calls (HLT #0xF000)")
+    r.add_argument("--gdb", type=int, metavar="PORT",
+                   help="wait for gdb on 127.0.0.1:PORT (0: any free port) and let it drive the guest; "
+                        "the budgets apply once gdb detaches")
     r.set_defaults(func=_cmd_run)
     a = sub.add_parser("asm", help="assemble a .S file; print a listing or write the image")
     a.add_argument("file")

@@ -60,6 +60,29 @@ class SystemEventExit:
 
 
 @dataclass
+class SemihostingExit:
+    """How a guest ended itself through semihosting SYS_EXIT / SYS_EXIT_EXTENDED (KVM has no
+    semihosting; the exit is a SYSTEM_EVENT, see sandbox.semihosting): `reason` is the
+    ADP_Stopped_* code, `subcode` its argument, `status` the exit status a process would get."""
+
+    reason: int
+    subcode: int
+    status: int
+
+
+@dataclass
+class DebugExit:
+    """kvm_run.debug.arch (struct kvm_debug_exit_arch): `hsr` is the syndrome of the debug
+    event (BRK, software step, or the exception the guest took, see sandbox.guest_debug)."""
+
+    hsr: int
+    hsr_high: int = 0
+    far: int = 0
+    event: str = ""  # sandbox extension: "breakpoint", "step" or "exception"
+    detail: str = ""  # sandbox extension: what happened, in words
+
+
+@dataclass
 class InternalErrorExit:
     suberror: InternalErrorSuberror
     message: str
@@ -76,7 +99,19 @@ class Exit:
     hypercall: HypercallExit | None = None
     system_event: SystemEventExit | None = None
     internal: InternalErrorExit | None = None
+    semihosting: SemihostingExit | None = None
+    debug: DebugExit | None = None
     instructions: int | None = None  # retired this run, when the run counted them
+
+    def machine_status(self) -> int | None:
+        """For an exit that stops the machine (SYSTEM_EVENT), the status a process running
+        the guest exits with, as QEMU's does: the semihosting exit status, 0 for a power-off,
+        1 otherwise (reset, crash). None for any other exit."""
+        if self.reason is not ExitReason.SYSTEM_EVENT or self.system_event is None:
+            return None
+        if self.semihosting is not None:
+            return self.semihosting.status & 0xFF
+        return 0 if self.system_event.type is SystemEventType.SHUTDOWN else 1
 
     def describe(self) -> str:
         text = f"{self.reason.name} at pc={self.pc:#x}"
@@ -91,6 +126,10 @@ class Exit:
             text += f" esr={self.arm_sea.esr:#010x} gva={self.arm_sea.gva:#x} gpa={self.arm_sea.gpa:#x}"
         if self.system_event:
             text += f" {self.system_event.type.name}"
+        if self.semihosting:
+            text += f" (semihosting exit, status {self.semihosting.status})"
+        if self.debug:
+            text += f" hsr={self.debug.hsr:#010x}" + (f" {self.debug.detail}" if self.debug.detail else "")
         if self.hypercall:
             text += f" function {self.hypercall.nr:#010x}"
         if self.internal:

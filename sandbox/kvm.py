@@ -49,6 +49,7 @@ class InternalErrorSuberror(IntEnum):
 class Cap(IntEnum):
     """KVM_CAP_* numbers (uapi linux/kvm.h)."""
 
+    SET_GUEST_DEBUG = 23
     VCPU_EVENTS = 41
     ARM_PSCI = 87
     ARM_PSCI_0_2 = 102

@@ -51,6 +51,7 @@ def vcpu_state(vcpu: "Vcpu") -> dict[str, Any]:
     uc = vcpu.uc
     state: dict[str, Any] = {
         "index": vcpu.index,
+        "instructions": vcpu.instructions,
         "mpidr": _hex(vcpu.mpidr),
         "regs": {k: _hex(v) for k, v in vcpu.regs().items()},
         "sysregs": {name: _hex(vcpu.reg(name)) for name in SAVED_SYSREGS},
@@ -86,6 +87,7 @@ def restore_vcpu_state(vcpu: "Vcpu", state: dict[str, Any]) -> None:
     uc.reg_write(A.UC_ARM64_REG_FPCR, int(state["fpcr"], 16))
     uc.reg_write(A.UC_ARM64_REG_FPSR, int(state["fpsr"], 16))
     vcpu.sysregs.disr_el1 = int(state["disr_el1"], 16)
+    vcpu.instructions = int(state.get("instructions", 0))
     if state["serror_pending_iss"] is not None:
         vcpu.serror.pend(int(state["serror_pending_iss"], 16))
     site = state.get("abort_site")
@@ -112,6 +114,7 @@ def save(vm: "Vm") -> bytes:
             "max_ram": vm.memory.max_ram, "psci_conduit": int(vm.hypervisor.psci_conduit),
             "uart": vm.uart is not None, "quirks": sorted(vm.quirks),
         },
+        "semihosting": vm.semihosting.state() if vm.semihosting is not None else None,
         "caps": sorted(int(c) for c in vm.caps),
         "enabled_caps": sorted(int(c) for c in vm.enabled_caps),
         "ram": [{"base": _hex(r.base), "size": _hex(r.size), "blob": len(b)} for r, b in zip(vm.memory.ram, blobs)],
@@ -146,7 +149,9 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     m = header["machine"]
     vm = Vm(ram_size=0, unbacked=m["unbacked"], ras=m["ras"], storm_threshold=m["storm_threshold"],
             max_ram=m["max_ram"], psci_conduit=Conduit(m["psci_conduit"]), uart=m["uart"],
-            quirks=m.get("quirks", ()))
+            quirks=m.get("quirks", ()), semihosting=header.get("semihosting") is not None)
+    if vm.semihosting is not None:
+        vm.semihosting.restore(header["semihosting"])
     vm.caps = {Cap(c): 1 for c in header["caps"]}
     vm.enabled_caps = {Cap(c) for c in header["enabled_caps"]}
     offset = start + hlen

@@ -37,6 +37,7 @@ from .hyp.smccc import Conduit
 from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
 from .mmio import data_abort_iss, loaded_value, nisv_iss
 from .events import VcpuEvents
+from .guest_debug import GuestDebug
 from .events import validate as validate_events
 from .serror import SErrorGate
 from .sysregs import EmulatedSysRegs
@@ -111,6 +112,7 @@ class Vcpu:
         self._mmio_pending: tuple[Exit, Any] | None = None
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
+        self.guest_debug = GuestDebug(self)  # KVM_SET_GUEST_DEBUG state (sandbox.guest_debug)
         self.last_exit: Exit | None = None
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
@@ -164,6 +166,14 @@ class Vcpu:
 
     def read_memory(self, address: int, size: int) -> bytes:
         return self.vm.memory.read(address, size)
+
+    def retired_instructions(self) -> int | None:
+        """Instructions retired so far in counted runs, including the run in progress (read
+        from a hook), or None while a run that does not count them is in progress."""
+        if not self._in_emulation:
+            return self.instructions
+        started = icount.started_instructions(self.uc) if self._counting else None
+        return None if started is None else self.instructions + started
 
     def write_memory(self, address: int, data: bytes) -> None:
         self.vm.memory.write(address, data)
@@ -304,6 +314,11 @@ class Vcpu:
         if self._running:
             raise kvm_error(EBUSY, f"cannot {what} while the vCPU is running")
 
+    def set_guest_debug(self, control: int) -> None:
+        """KVM_SET_GUEST_DEBUG: KVM_GUESTDBG_* bits (sandbox.guest_debug)."""
+        self._refuse_while_running("set guest debug")
+        self.guest_debug.set(control)
+
     # -- KVM_GET/SET_VCPU_EVENTS ------------------------------------------------------------
 
     def get_events(self) -> VcpuEvents:
@@ -379,6 +394,10 @@ class Vcpu:
         uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
         if self.vm.observers:
             self.vm.notify("exception", self, entry.elr, entry=entry)
+        if self.guest_debug.control:
+            stop = self.guest_debug.exception_exit(entry)
+            if stop is not None:
+                self._stop_with(stop)
         return entry
 
     def _storm(self, entry: ExceptionEntry) -> bool:
@@ -577,6 +596,14 @@ class Vcpu:
         if k is TrapKind.UNHANDLED:
             self._unhandled(trap)
             return
+        if k is TrapKind.BRK and self.guest_debug.uses_sw_bp:
+            self._stop_with(self.guest_debug.breakpoint_exit(trap), trap)  # trap: the BRK did not retire
+            return
+        if k is TrapKind.HLT and self.vm.semihosting is not None and self.vm.semihosting.claims(trap.imm, self.pstate()):
+            exit_ = self.vm.semihosting.call(self, trap.pc)
+            if exit_ is not None:
+                self._stop_with(exit_)
+            return
         far = None
         if k is TrapKind.ALIGNMENT_FAULT and trap.loadstore is not None:
             far = self.reg(f"x{trap.loadstore.rn}") if trap.loadstore.rn != 31 else self.uc.reg_read(A.UC_ARM64_REG_SP)
@@ -672,7 +699,10 @@ class Vcpu:
             self._complete_mmio()
             self._abort_site = None
             self._storm_key, self._storm_count = None, 0  # a storm is counted within one run
-            exit_ = self._run(max_instructions, timeout)
+            stepping = self.guest_debug.stepping
+            exit_ = self._run(self.guest_debug.step_budget(max_instructions) if stepping else max_instructions, timeout)
+            if stepping:
+                exit_ = self.guest_debug.step_exit(exit_)
         except _RunFailure:
             raise
         except Exception:

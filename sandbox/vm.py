@@ -20,6 +20,8 @@ from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
 from .observe import Event, Observer
 from .poison import PoisonMap
 from .quirks import check_quirks
+from .semihosting import Semihosting
+from .symbols import Symbolizer
 from .vcpu import Vcpu
 
 RAM_BASE = 0x40000000  # QEMU virt's RAM base
@@ -32,7 +34,8 @@ class Vm:
                  unbacked: UnbackedPolicy = "exit", ras: bool = True,
                  storm_threshold: int = 64, max_ram: int = DEFAULT_MAX_RAM,
                  psci_conduit: Conduit = Conduit.HVC, uart: bool = True, uart_echo: TextIO | None = None,
-                 quirks: "set[str] | frozenset[str] | list[str] | tuple[str, ...]" = ()):
+                 quirks: "set[str] | frozenset[str] | list[str] | tuple[str, ...]" = (),
+                 semihosting: bool = False):
         """`unbacked` chooses what a guest access to an address with no RAM and no device
         does: "exit" (the default, what KVM does) returns KVM_EXIT_MMIO / KVM_EXIT_ARM_NISV to
         the host; "abort" takes a synchronous external abort in the guest (what QEMU's virt
@@ -57,6 +60,7 @@ class Vm:
             Cap.ARM_INJECT_EXT_DABT: 1,
             Cap.ARM_NISV_TO_USER: 1,
             Cap.ARM_SEA_TO_USER: 1,
+            Cap.SET_GUEST_DEBUG: 1,
         }
         if ras:
             self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
@@ -65,6 +69,9 @@ class Vm:
         self.poisoned = PoisonMap()
         self.eret_sites: set[int] = set()
         self.gate_sites: set[int] = set()  # `msr daifclr` with A, and `esb`
+        self.symbols = Symbolizer()  # guest symbols from every image loaded (sandbox.symbols)
+        # Arm semihosting (HLT #0xF000, sandbox.semihosting): off by default, as in QEMU.
+        self.semihosting: Semihosting | None = Semihosting() if semihosting else None
         if ram_size:
             self.add_ram(ram_base, ram_size)
         # QEMU virt's PL011 at 0x09000000: guest output is captured in vm.uart.output.
@@ -123,6 +130,7 @@ class Vm:
         """Copy an assembled image into guest RAM at its base address."""
         self.write_memory(program.base, program.code)
         self.note_code(program.base, program.code)
+        self.symbols.add_program(program)
 
     def note_code(self, address: int, code: bytes) -> None:
         """Tell the vCPUs where guest code is: each ERET in it is checked before it runs

@@ -28,6 +28,8 @@ class EC(IntEnum):
     DABT_CUR = 0x25
     SP_ALIGN = 0x26
     SERROR = 0x2F
+    SOFTSTP_LOW = 0x32
+    SOFTSTP_CUR = 0x33
     BRK64 = 0x3C
 
 
@@ -198,6 +200,14 @@ def syn_serror(iss: int) -> int:
     """SError interrupt (EC 0x2F). IL is always 1 for SError (Cortex-A76 TRM ESR_EL1;
     RAS spec DDI0587B 2.4.4), ISS = VSESR_EL2[24:0] for a virtual SError."""
     return esr(EC.SERROR, iss)
+
+
+def syn_software_step(same_el: bool, *, isv: bool = True, ex: bool = False) -> int:
+    """Software Step exception (EC 0x32 from a lower EL, 0x33 from the same EL): ISS[24] ISV,
+    ISS[6] EX (the stepped instruction was a load-exclusive), IFSC[5:0] = 0b100010
+    (Arm ARM D17.2.37, ISS encoding for an exception from a Software Step exception)."""
+    ec = EC.SOFTSTP_CUR if same_el else EC.SOFTSTP_LOW
+    return esr(ec, (ISV if isv else 0) | (1 << 6 if ex else 0) | 0x22)
 
 
 _EC_NAMES = {e.value: e.name for e in EC}
