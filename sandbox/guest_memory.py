@@ -17,17 +17,12 @@ if TYPE_CHECKING:
     from .vcpu import Vcpu
 
 _PAGE = 0x1000
-_SCTLR_M = 1 << 0  # SCTLR_EL1.M, stage 1 MMU enable (Arm ARM D17.2.118)
 
 
 def to_physical(vcpu: "Vcpu", va: int) -> int | None:
-    """The guest-physical address of virtual address `va` on `vcpu`, or None if unmapped."""
-    translate = getattr(vcpu, "translate", None)  # the stage-1 walker, where the Vcpu has one
-    if translate is not None:
-        return translate(va)
-    if vcpu.reg("SCTLR_EL1") & _SCTLR_M:
-        return None  # MMU on and no walker to follow the guest's tables
-    return va
+    """The guest-physical address of virtual address `va` on `vcpu`, or None if unmapped
+    (the guest's stage-1 tables: Vcpu.translate, sandbox.arch.mmu)."""
+    return vcpu.translate(va)
 
 
 def _pieces(vcpu: "Vcpu", va: int, size: int):
