@@ -58,7 +58,7 @@ def vcpu_state(vcpu: "Vcpu") -> dict[str, Any]:
         "fpcr": _hex(uc.reg_read(A.UC_ARM64_REG_FPCR)),
         "fpsr": _hex(uc.reg_read(A.UC_ARM64_REG_FPSR)),
         "disr_el1": _hex(vcpu.sysregs.disr_el1),
-        "serror_pending_iss": None if vcpu.serror.pending_iss is None else _hex(vcpu.serror.pending_iss),
+        "serror_pending_iss": None if vcpu.serror.saved_iss() is None else _hex(vcpu.serror.saved_iss()),
         "abort_site": None if vcpu._abort_site is None else [_hex(x) for x in vcpu._abort_site],
         "mmio_pending": None,
     }
