@@ -122,6 +122,8 @@ def save(vm: "Vm") -> bytes:
         "gate_sites": [_hex(a) for a in sorted(vm.gate_sites)],
         "vcpus": [vcpu_state(v) for v in vm.vcpus],
     }
+    if vm.ghes is not None:
+        header["ghes"] = vm.ghes.state()
     head = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -175,4 +177,7 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     for state in header["vcpus"]:
         vcpu = vm.create_vcpu(int(state["mpidr"], 16))
         restore_vcpu_state(vcpu, state)
+    if header.get("ghes") is not None:
+        from .ras.ghes import FirmwareFirst
+        FirmwareFirst.restore(vm, header["ghes"])
     return vm
