@@ -1,4 +1,4 @@
-"""The `sandbox` command: run guest assembly, assemble, disassemble.
+"""The `sandbox` command: run scenarios and guest assembly, list scenarios, assemble, disassemble.
 
 Exit codes: 0 the guest ran and stopped cleanly (PSCI SYSTEM_OFF), 1 it stopped any other
 way (budget, exception storm, internal error), 2 bad input (usage, assembly errors).
@@ -13,6 +13,7 @@ from pathlib import Path
 from .asm import AsmError, assemble_file
 from .disasm import disassemble, disassemble_one
 from .kvm import ExitReason, SystemEventType
+from .trace import finish_trace, start_trace
 from .vm import RAM_BASE, Vm
 
 
@@ -29,6 +30,9 @@ def _size(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.file.endswith(".toml"):
+        from .scenario.cli import run_scenario
+        return run_scenario(args)
     prog = assemble_file(args.file, args.base)
     vm = Vm(ram_size=args.ram, ram_base=args.ram_base, unbacked=args.unbacked)
     vcpu = vm.create_vcpu()
@@ -38,6 +42,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.file}: no symbol {args.entry!r} to start at", file=sys.stderr)
         return 2
     vcpu.set_reg("pc", entry)
+    recorder = start_trace(args.trace, source=args.file) if args.trace or args.timeline else None
+    if recorder is not None:
+        recorder.attach(vm)
     print(f"loaded {args.file}: {len(prog.code):#x} bytes at {prog.base:#x}, entry {entry:#x}")
     status = 1
     for _ in range(args.max_exits):
@@ -50,6 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if ex.reason is ExitReason.SYSTEM_EVENT and ex.system_event:
             status = 0 if ex.system_event.type is SystemEventType.SHUTDOWN else 1
         break
+    if recorder is not None:
+        finish_trace(recorder, args.timeline)
     if "exc_ring" in prog.symbols:
         records = vm.exception_records(prog)
         print(f"exception records ({len(records)}):")
@@ -62,6 +71,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 insn = "(not in RAM)"
             print(f"  {r.describe()}\n      {at:#x}: {insn}")
     return status
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .scenario.cli import list_scenarios
+    return list_scenarios(args)
 
 
 def _cmd_asm(args: argparse.Namespace) -> int:
@@ -92,7 +106,7 @@ def _cmd_disasm(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sandbox", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="assemble a .S file, run it, print exits and exception records")
+    r = sub.add_parser("run", help="run a scenario (FILE.toml: PASS/FAIL) or a .S file (exits and exception records)")
     r.add_argument("file")
     r.add_argument("--base", type=_int, default=RAM_BASE, help="load address (default 0x40000000)")
     r.add_argument("--entry", help="symbol to start at (default _start, else the load address)")
@@ -103,7 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-instructions", type=int, default=None)
     r.add_argument("--timeout", type=float, default=10.0, help="wall-time budget in seconds")
     r.add_argument("--max-exits", type=int, default=64)
+    r.add_argument("--trace", metavar="FILE.jsonl", help="write every exit, exception, ERET, injection... as JSON Lines")
+    r.add_argument("--timeline", metavar="FILE.html", help="draw the run as a self-contained HTML (or .svg) picture")
+    r.add_argument("--json", action="store_true", help="scenario: print the result as JSON")
+    r.add_argument("--variant", action="append", help="scenario: run only this variant (repeatable)")
+    r.add_argument("-v", "--verbose", action="store_true", help="scenario: show what was observed even on PASS")
     r.set_defaults(func=_cmd_run)
+    ls = sub.add_parser("list", help="list the scenarios (scenarios/*.toml) with their purpose")
+    ls.add_argument("dir", nargs="?", help="folder to list (default: scenarios/)")
+    ls.set_defaults(func=_cmd_list)
     a = sub.add_parser("asm", help="assemble a .S file; print a listing or write the image")
     a.add_argument("file")
     a.add_argument("--base", type=_int, default=RAM_BASE)
