@@ -36,10 +36,23 @@ class Breakpoint:
 
     def arm(self) -> None:
         if self._hook is None:
-            v = self.vcpu
-            self._skip_current = v.reg("pc") == self.address
-            self._hook = v.uc.hook_add(UC_HOOK_CODE, self._on_code, None, self.address, self.address)
-            v.uc.ctl_remove_cache(self.address, self.address + 4)
+            v, address = self.vcpu, self.address
+            self._skip_current = v.reg("pc") == address
+            # Hooks on one address run in the order they were added, and one that stops the
+            # run skips the rest: the breakpoint must run before the hooks that model the
+            # instruction (the SError gate's daifclr/esb site, the ERET check), so those are
+            # added again after it.
+            gate_site = v.serror._site_hooks.pop(address, None)
+            eret_site = v._eret_hooks.pop(address, None)
+            for hook in (gate_site, eret_site):
+                if hook is not None:
+                    v.uc.hook_del(hook)
+            self._hook = v.uc.hook_add(UC_HOOK_CODE, self._on_code, None, address, address)
+            if gate_site is not None:
+                v.serror.watch(address)
+            if eret_site is not None:
+                v.watch_eret(address)
+            v.uc.ctl_remove_cache(address, address + 4)
 
     def disarm(self) -> None:
         if self._hook is not None:

@@ -402,22 +402,26 @@ class Vcpu:
         self._stop = _Stop(then=action)
         self.uc.emu_stop()
 
-    def _pause_after_access(self, action: Callable[[], None]) -> None:
+    def _pause_after_access(self, action: Callable[[], None], then_steps: int = 0) -> None:
         """From a memory or MMIO callback: run `action` from the run loop once the access
         being made has completed. Stopping Unicorn inside a memory callback abandons the
         instruction and executes it again on resume (measured on 2.1.4), so the loop executes
         it once more as a single step with `replaying_access` set (callbacks then see the
-        same access a second time and must not repeat their side effects), then `action`."""
+        same access a second time and must not repeat their side effects), then `then_steps`
+        more instructions, then `action`."""
         def step_then_act() -> None:
-            self.replaying_access = True
-            self._in_emulation = True
-            try:
-                self._emu_start(self.uc.reg_read(A.UC_ARM64_REG_PC), count=1)
-            except UcError:
-                pass
-            finally:
-                self._in_emulation = False
-                self.replaying_access = False
+            for count, replaying in ((1, True), (then_steps, False)):
+                if not count or self._stop is not None:
+                    continue
+                self.replaying_access = replaying
+                self._in_emulation = True
+                try:
+                    self._emu_start(self.uc.reg_read(A.UC_ARM64_REG_PC), count=count)
+                except UcError:
+                    pass
+                finally:
+                    self._in_emulation = False
+                    self.replaying_access = False
             action()
         self._pause_then(step_then_act)
 

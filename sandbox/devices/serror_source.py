@@ -4,8 +4,9 @@ A bus slave that answers with an error (a posted write nobody accepts, a powered
 peripheral) raises a physical SError some time after the access completed. Under KVM the
 host takes it, sees it came from the guest, and reflects it as a virtual SError
 (kvm_handle_guest_serror() -> kvm_inject_vabt(): ISS = IDS, the guest sees 0xBF000000;
-reference/ras.md section 4). The model pends that vSError on the accessing vCPU right after
-the access retires; the guest then takes it when it unmasks PSTATE.A, or an ESB defers it.
+reference/ras.md section 4). The model pends that vSError on the accessing vCPU once the
+access has retired (and `delay_instructions` more have run); the guest then takes it when
+PSTATE.A is clear, or an ESB defers it.
 
 Reads return all ones, as a failed bus read commonly does. `signals` counts the SErrors raised.
 """
@@ -24,10 +25,13 @@ ALL_ONES = 0xFFFFFFFFFFFFFFFF
 
 
 class SErrorSource:
-    def __init__(self, vm: "Vm", iss: int | None = None):
-        """`iss`: the vSError's ISS (VSESR_EL2[24:0]); None gives KVM's default."""
+    def __init__(self, vm: "Vm", iss: int | None = None, *, delay_instructions: int = 0):
+        """`iss`: the vSError's ISS (VSESR_EL2[24:0]); None gives KVM's default.
+        `delay_instructions`: how many instructions after the access the error arrives (a
+        posted write's error response comes back later)."""
         self.vm = vm
         self.iss = iss
+        self.delay = delay_instructions
         self.signals = 0
 
     def attach(self, vm: "Vm") -> None:
@@ -47,7 +51,7 @@ class SErrorSource:
             return
         self.signals += 1
         iss = default_vserror_iss(self.vm) if self.iss is None else self.iss
-        vcpu._pause_after_access(lambda: vcpu.serror.pend(iss))
+        vcpu._pause_after_access(lambda: vcpu.serror.pend(iss), then_steps=self.delay)
 
     def _accessing_vcpu(self) -> "Vcpu | None":
         # Device callbacks run inside the accessing vCPU's run; only one vCPU runs at a time.

@@ -229,7 +229,7 @@ class FirmwareFirst:
                                        "notification": source.notification.name, "queued": len(source.queue)}
             if error is not None:
                 data.update(address=error.physical_address, severity=error.severity.name,
-                            kind=error.kind.name)
+                            error_kind=error.kind.name)
             vm.notify("ghes", who, who.reg("pc"), **data)
 
     # -- acknowledgement -------------------------------------------------------------------

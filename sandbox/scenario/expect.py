@@ -146,19 +146,20 @@ class Mismatch:
     expected: Any
     observed: Any
 
-    def text(self) -> str:
-        return f"{self.field}: expected {_show(self.expected)}, observed {_show(self.observed)}"
+    def text(self, names: dict[int, str] | None = None) -> str:
+        """`names`: addresses to show with their symbol, e.g. 0x4001a20c <after>."""
+        return f"{self.field}: expected {_show(self.expected, names)}, observed {_show(self.observed, names)}"
 
 
-def _show(v: Any) -> str:
+def _show(v: Any, names: dict[int, str] | None = None) -> str:
     if isinstance(v, bool) or v is None:
         return str(v).lower() if isinstance(v, bool) else "nothing"
     if isinstance(v, int):
-        return f"{v:#x}"
+        return f"{v:#x}" + (f" <{names[v]}>" if names and v in names else "")
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}={_show(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k}={_show(x, names)}" for k, x in v.items()) + "}"
     if isinstance(v, list):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
+        return "[" + ", ".join(_show(x, names) for x in v) + "]"
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).hex()
     return repr(v) if isinstance(v, str) else str(v)

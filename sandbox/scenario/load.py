@@ -82,11 +82,11 @@ def _source(n: Node | None) -> Source | None:
     if n is None:
         return None
     project = n.str("project")
-    refs = [k for k in ("commit", "message_id", "issue") if n.has(k)]
-    for k in ("commit", "message_id", "issue"):
+    refs = [k for k in ("commit", "message_id", "url") if n.has(k)]
+    for k in ("commit", "message_id", "url"):
         n.str(k, None)
     if len(refs) != 1:
-        raise n.error(None, "give exactly one of commit, message_id or issue")
+        raise n.error(None, "give exactly one of commit, message_id or url (issue or thread)")
     reference = n.value[refs[0]]
     title = n.str("title")
     what = n.str("what")
@@ -170,6 +170,7 @@ def _device(n: Node) -> Device:
     args: dict[str, Any] = {}
     if kind == "serror-source":
         args["iss"] = n.int("iss", None, minimum=0)
+        args["delay"] = n.int("delay_instructions", 0, minimum=0)
     n.finish()
     return Device(kind, name, base, size, args, n.path)
 
@@ -281,6 +282,8 @@ def _build(doc: Doc, spec: ScenarioSpec) -> None:
                                     e.message) from None
         v.program = cache[key]
         for ref in doc.refs:
+            if ref.path[:1] == ("variants",) and ref.path[1:2] != (v.name,):
+                continue  # another variant's expectation, checked against that variant's firmware
             doc.resolve(ref, v.program.symbols)
         for step in spec.steps:
             if step.trigger is not None and step.trigger.name == "record":

@@ -19,7 +19,7 @@ class Source:
     """Where the reproduced report comes from (scenarios/ras/ headers)."""
 
     project: str
-    reference: str  # commit id, lore message id or issue URL
+    reference: str  # commit id, lore message id, or issue or thread URL
     title: str
     what: str  # one line: what went wrong
 

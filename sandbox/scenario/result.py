@@ -18,6 +18,7 @@ class VariantResult:
     passed: bool
     mismatches: list[Any]  # sandbox.scenario.expect.Mismatch
     observed: dict[str, Any]
+    names: dict[int, str] = field(default_factory=dict)  # code addresses -> labels, for the diff
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "quirks": list(self.quirks),
@@ -52,7 +53,7 @@ class ScenarioResult:
             label = v.name + (f" (quirks: {', '.join(v.quirks)})" if v.quirks else "")
             lines.append(f"  {'PASS' if v.passed else 'FAIL'} {label}" + (f": {v.description}" if v.description else ""))
             for m in v.mismatches:
-                lines.append(f"      {m.text()}")
+                lines.append(f"      {m.text(v.names)}")
             if verbose or not v.passed:
                 lines.extend("      " + row for row in _observed_text(v.observed))
         return "\n".join(lines)

@@ -95,7 +95,7 @@ class ScenarioRun:
         self.devices: dict[str, Any] = {}
         for d in spec.devices:
             with self._at(d.path):
-                device = SErrorSource(vm, d.args.get("iss"))
+                device = SErrorSource(vm, d.args.get("iss"), delay_instructions=d.args.get("delay", 0))
                 vm.add_device(d.base, d.size, device, d.name)
             self.devices[d.name] = device
         for _ in range(m.vcpus):
@@ -184,6 +184,8 @@ class ScenarioRun:
                 self._end(host_error=f"{call.name}: {e}")
             except ActionFailed as e:
                 self._end(failure=f"{self.doc.file}: {'.'.join(str(p) for p in call.path)}: {e}")
+            except Exception as e:  # a sandbox bug must not hide the scenario's result
+                self._end(failure=f"{call.name}: internal error {type(e).__name__}: {e}")
             if self.ended:
                 return
 
@@ -382,8 +384,12 @@ class ScenarioRun:
                     mismatches.append(Mismatch(f"steps[{step.index}] {step.describe()}", "to fire",
                                                f"never fired (the run ended: {last})"))
         quirks = tuple(sorted(set(self.spec.machine.quirks) | set(self.variant.quirks)))
+        names: dict[int, str] = {}
+        for name, address in sorted(symbols.items(), key=lambda kv: kv[0]):
+            if self.program.base <= address < self.program.end and not name.isupper():
+                names.setdefault(address, name)  # labels, not .equ constants
         return VariantResult(self.variant.name, self.variant.description, quirks, not mismatches, mismatches,
-                             observed)
+                             observed, names)
 
 
 def check_buildable(spec: ScenarioSpec, doc: Doc) -> None:
