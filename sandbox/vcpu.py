@@ -422,6 +422,8 @@ class Vcpu:
                 finally:
                     self._in_emulation = False
                     self.replaying_access = False
+                if not replaying and self._run_counts:  # the replay was counted when it started
+                    self.instructions += min(count, icount.started_instructions(self.uc) or 0)
             action()
         self._pause_then(step_then_act)
 
