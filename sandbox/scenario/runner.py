@@ -21,18 +21,16 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..devices.serror_source import SErrorSource
 from ..exits import Exit
-from ..firmware import exception_records
 from ..kvm import ExitReason
 from ..observe import Event
-from ..ras.consumer import consumed_errors
 from ..ras.ghes import FirmwareFirst
 from ..vm import Vm
 from .actions import ACTIONS, ActionFailed
-from .expect import Mismatch, compare_records
 from .fields import Doc, Ref
 from .model import ScenarioSpec, Step, Variant
 from .positions import Path
 from .result import VariantResult
+from .verdict import judge
 from .triggers import TRIGGERS, Verdict
 
 if TYPE_CHECKING:
@@ -297,99 +295,9 @@ class ScenarioRun:
 
     # -- what happened --------------------------------------------------------------------------
 
-    def observed_exceptions(self) -> list[dict[str, int]]:
-        ring = self.program.symbols.get("exc_ring")
-        if ring is None:
-            return list(self.host_exceptions)
-        out = []
-        for v in self.vm.vcpus:
-            cpu = v.mpidr & 0xFF
-            for r in exception_records(self.vm, ring, cpu):
-                out.append({"vector": r.vector, "ec": r.ec, "esr": r.esr, "far": r.far, "elr": r.elr,
-                            "spsr": r.spsr, "isr": r.isr, "disr": r.disr, "cpu": cpu})
-        return out
-
     def result(self) -> VariantResult:
-        exp = self.variant.expect
-        vm, v0 = self.vm, self.vm.vcpus[0]
-        symbols = self.program.symbols
-        mismatches: list[Mismatch] = []
-        exceptions = self.observed_exceptions()
-        observed: dict[str, Any] = {"exceptions": exceptions, "exits": [e.reason.name for e in self.exits],
-                                    "uart": vm.uart.text if vm.uart is not None else "",
-                                    "host_error": self.host_error, "steps_fired": list(self.fired),
-                                    "notes": list(self.notes)}
-        if self.failure:
-            mismatches.append(Mismatch("run", "to complete", self.failure))
-        if exp.exceptions is not None:
-            want = [{k: self.resolve(v) if isinstance(v, Ref) else v for k, v in w.items()} for w in exp.exceptions]
-            want = [{**w, "cpu": w.get("cpu", 0)} for w in want]
-            got = [g for g in exceptions if g["cpu"] in {w["cpu"] for w in want} or exp.no_other_exceptions]
-            mismatches += compare_records("exceptions", want, got, exp.no_other_exceptions)
-        elif exp.no_other_exceptions and exceptions:
-            mismatches.append(Mismatch("exceptions (no other expected)", [], exceptions))
-        if exp.registers:
-            regs = {name: v0.reg(name) for name in exp.registers}
-            observed["registers"] = regs
-            for name, ref in exp.registers.items():
-                want_v = self.resolve(ref)
-                if regs[name] != want_v:
-                    mismatches.append(Mismatch(f"registers.{name}", want_v, regs[name]))
-        for i, (ref, data, value, width) in enumerate(exp.memory):
-            address = self.resolve(ref)
-            size = len(data) if data is not None else width
-            try:
-                got_b = vm.read_memory(address, size)
-            except OSError as e:
-                mismatches.append(Mismatch(f"memory[{i}]", data if data is not None else value, f"unreadable: {e}"))
-                continue
-            got_v: Any = got_b if data is not None else int.from_bytes(got_b, "little")
-            observed.setdefault("memory", []).append({"address": address, "value": got_v})
-            if got_v != (data if data is not None else value):
-                mismatches.append(Mismatch(f"memory[{i}] @ {address:#x}", data if data is not None else value, got_v))
-        if exp.uart is not None and observed["uart"] != exp.uart:
-            mismatches.append(Mismatch("uart", exp.uart, observed["uart"]))
-        if exp.uart_contains is not None and exp.uart_contains not in observed["uart"]:
-            mismatches.append(Mismatch("uart_contains", exp.uart_contains, observed["uart"]))
-        if exp.exits is not None and observed["exits"] != exp.exits:
-            mismatches.append(Mismatch("exits", exp.exits, observed["exits"]))
-        if exp.events:
-            ev = v0.get_events()
-            got_ev = {"serror_pending": ev.serror_pending, "serror_esr": ev.serror_esr}
-            observed["events"] = got_ev
-            for k, want_v in exp.events.items():
-                if got_ev[k] != want_v:
-                    mismatches.append(Mismatch(f"events.{k}", want_v, got_ev[k]))
-        if "ghes_log" in symbols:
-            consumed = [{"source": c.source_id, "notification": c.notification, "address": c.physical_address,
-                         "severity": c.severity, "block_status": c.block_status, "esr": c.esr,
-                         "memory_section": c.memory_section, "address_valid": c.address_valid}
-                        for c in consumed_errors(vm, symbols["ghes_log"])]
-            observed["firmware_first"] = consumed
-            if exp.firmware_first is not None:
-                want = [{k: self.resolve(v) if isinstance(v, Ref) else v for k, v in w.items()}
-                        for w in exp.firmware_first]
-                mismatches += compare_records("firmware_first", want, consumed, exact=True)
-        elif exp.firmware_first is not None:
-            mismatches.append(Mismatch("firmware_first", exp.firmware_first, "no ghes_log (include ghes.S)"))
-        if exp.host_error is not None:
-            if self.host_error is None or exp.host_error not in self.host_error:
-                mismatches.append(Mismatch("host_error", exp.host_error, self.host_error))
-        elif self.host_error is not None:
-            mismatches.append(Mismatch("host_error", None, self.host_error))
-        if self.host_error is None and not self.failure:
-            last = self.exits[-1].describe() if self.exits else "no exit"
-            for step in self.spec.steps[self.step_index:]:
-                if not step.optional:
-                    mismatches.append(Mismatch(f"steps[{step.index}] {step.describe()}", "to fire",
-                                               f"never fired (the run ended: {last})"))
-        quirks = tuple(sorted(set(self.spec.machine.quirks) | set(self.variant.quirks)))
-        names: dict[int, str] = {}
-        for name, address in sorted(symbols.items(), key=lambda kv: kv[0]):
-            if self.program.base <= address < self.program.end and not name.isupper():
-                names.setdefault(address, name)  # labels, not .equ constants
-        return VariantResult(self.variant.name, self.variant.description, quirks, not mismatches, mismatches,
-                             observed, names)
+        """What was observed, compared with the variant's expectations."""
+        return judge(self)
 
 
 def check_buildable(spec: ScenarioSpec, doc: Doc) -> None:
