@@ -18,6 +18,13 @@
 // DISR_EL1 (then clear it), as a RAS-aware kernel's entry code does. Only set it on a
 // vCPU that has FEAT_RAS: DISR_EL1 is UNDEFINED otherwise.
 //
+// `exc_hook` (a u64 the program may set to a function address): called after the record
+// is written, with x0 = vector offset, x1 = ESR_EL1, x2 = ELR_EL1, x3 = FAR_EL1, under the
+// AAPCS64 (it may use x0-x18; x9-x18, ELR_EL1 and SPSR_EL1 are saved around it, so an
+// exception taken inside the hook returns correctly). It returns in x0 how to return:
+// 0 = as exc_policy says, 1 = to ELR, 2 = to ELR+4, 3 = stop the guest.
+// The label `exc_recorded` is reached once the record is complete.
+//
 // Register use: x0-x8 and x30 are saved on the stack of the exception's SP and
 // restored before ERET; nothing else is touched.
 
@@ -26,6 +33,7 @@
 .equ RING_BYTES, 16 + (RING_ENTRIES << RECORD_SHIFT)
 .equ RING_CPUS, 8
 .equ EXC_FRAME, 0x60
+.equ HOOK_FRAME, 0x70            // x9-x18, vector + ESR, ELR + SPSR
 
 .macro VENTRY offset
     .balign 0x80
@@ -93,7 +101,42 @@ exc_no_esb:
     mrs x3, isr_el1
     stp x2, x3, [x4, #48]        // MPIDR, ISR
     str x8, [x4, #64]            // DISR
+exc_recorded:
+    ldr x2, =exc_hook
+    ldr x8, [x2]
+    cbz x8, exc_el0_exit_check
+    sub sp, sp, #HOOK_FRAME
+    stp x9, x10, [sp, #0]
+    stp x11, x12, [sp, #16]
+    stp x13, x14, [sp, #32]
+    stp x15, x16, [sp, #48]
+    stp x17, x18, [sp, #64]
+    stp x0, x5, [sp, #80]        // vector offset, ESR
+    mrs x2, spsr_el1
+    stp x7, x2, [sp, #96]        // ELR, SPSR
+    mov x1, x5
+    mov x2, x7
+    mov x3, x6
+    blr x8
+    mov x8, x0                   // how to return
+    ldp x7, x2, [sp, #96]
+    msr elr_el1, x7
+    msr spsr_el1, x2
+    ldp x0, x5, [sp, #80]
+    ldp x17, x18, [sp, #64]
+    ldp x15, x16, [sp, #48]
+    ldp x13, x14, [sp, #32]
+    ldp x11, x12, [sp, #16]
+    ldp x9, x10, [sp, #0]
+    add sp, sp, #HOOK_FRAME
+    cbz x8, exc_el0_exit_check
+    cmp x8, #1
+    b.eq exc_return
+    cmp x8, #2
+    b.eq exc_skip
+    b guest_halt
 
+exc_el0_exit_check:
     // EL0 exit request: SVC #0xFFFF taken from a lower EL
     cmp x0, #0x400
     b.ne exc_policy_check
@@ -142,6 +185,8 @@ guest_halt:
 exc_policy:
     .quad 0
 exc_flags:
+    .quad 0
+exc_hook:
     .quad 0
 exc_ring:
     .skip RING_BYTES * RING_CPUS

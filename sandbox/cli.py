@@ -1,4 +1,4 @@
-"""The `sandbox` command: run guest assembly, assemble, disassemble.
+"""The `sandbox` command: run scenarios and guest assembly, list scenarios, assemble, disassemble.
 
 Exit codes: 0 the guest ran and stopped cleanly (PSCI SYSTEM_OFF), 1 it stopped any other
 way (budget, exception storm, internal error), 2 bad input (usage, assembly errors).
@@ -14,6 +14,7 @@ from .asm import AsmError, assemble_file
 from .disasm import disassemble, disassemble_one
 from .cli_guest import gdb_session, is_elf, load_guest, run_status
 from .kvm import ExitReason
+from .trace import finish_trace, start_trace
 from .vm import RAM_BASE, Vm
 
 
@@ -30,6 +31,9 @@ def _size(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.file.endswith(".toml"):
+        from .scenario.cli import run_scenario
+        return run_scenario(args)
     prog = None if is_elf(args.file) else assemble_file(args.file, args.base)
     vm = Vm(ram_size=args.ram, ram_base=args.ram_base, unbacked=args.unbacked, semihosting=args.semihosting,
             uart_echo=sys.stdout)
@@ -39,6 +43,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.file}: no symbol {args.entry!r} to start at", file=sys.stderr)
         return 2
     vcpu.set_reg("pc", entry)
+    recorder = start_trace(args.trace, source=args.file) if args.trace or args.timeline else None
+    if recorder is not None:
+        recorder.attach(vm)
     ex, run_on = gdb_session(vm, args)  # with --gdb: the debugging session comes first
     for _ in range(args.max_exits if run_on else 0):
         ex = vcpu.run(max_instructions=args.max_instructions, timeout=args.timeout)
@@ -49,6 +56,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             continue
         break
     status = run_status(ex)
+    if recorder is not None:
+        finish_trace(recorder, args.timeline)
     if prog is not None and "exc_ring" in prog.symbols:
         records = vm.exception_records(prog)
         print(f"exception records ({len(records)}):")
@@ -61,6 +70,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 insn = "(not in RAM)"
             print(f"  {r.describe()}\n      {vm.symbols.annotate(at)}: {insn}")
     return status
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .scenario.cli import list_scenarios
+    return list_scenarios(args)
 
 
 def _cmd_asm(args: argparse.Namespace) -> int:
@@ -91,7 +105,8 @@ def _cmd_disasm(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sandbox", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a .S file (assembled) or an AArch64 ELF; print exits and exception records")
+    r = sub.add_parser("run", help="run a scenario (FILE.toml: PASS/FAIL), a .S file (assembled) or an AArch64 ELF "
+                                   "(exits and exception records)")
     r.add_argument("file")
     r.add_argument("--base", type=_int, default=RAM_BASE, help="load address of a .S file (default 0x40000000)")
     r.add_argument("--entry", help="symbol to start at (default _start, else the load address)")
@@ -106,7 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gdb", type=int, metavar="PORT",
                    help="wait for gdb on 127.0.0.1:PORT (0: any free port) and let it drive the guest; "
                         "the budgets apply once gdb detaches")
+    r.add_argument("--trace", metavar="FILE.jsonl", help="write every exit, exception, ERET, injection... as JSON Lines")
+    r.add_argument("--timeline", metavar="FILE.html", help="draw the run as a self-contained HTML (or .svg) picture")
+    r.add_argument("--json", action="store_true", help="scenario: print the result as JSON")
+    r.add_argument("--variant", action="append", help="scenario: run only this variant (repeatable)")
+    r.add_argument("-v", "--verbose", action="store_true", help="scenario: show what was observed even on PASS")
     r.set_defaults(func=_cmd_run)
+    ls = sub.add_parser("list", help="list the scenarios (scenarios/*.toml) with their purpose")
+    ls.add_argument("dir", nargs="?", help="folder to list (default: scenarios/)")
+    ls.set_defaults(func=_cmd_list)
     a = sub.add_parser("asm", help="assemble a .S file; print a listing or write the image")
     a.add_argument("file")
     a.add_argument("--base", type=_int, default=RAM_BASE)

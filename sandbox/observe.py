@@ -22,6 +22,10 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-KINDS = ("exit", "exception", "eret", "inject", "hypercall", "sdei_dispatch", "sdei_complete")
+KINDS = ("exit", "exception", "eret", "inject", "hypercall", "sdei_dispatch", "sdei_complete",
+         "serror_pend", "serror_defer", "ghes", "step")
+# serror_pend: a virtual SError became pending (data: esr); serror_defer: an ESB deferred it
+# into DISR_EL1 (data: disr); ghes: firmware-first error recorded, queued or acknowledged
+# (sandbox.ras.ghes); step: a scenario step fired (sandbox.scenario).
 
 Observer = Callable[[Event], None]

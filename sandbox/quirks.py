@@ -58,6 +58,20 @@ QUIRKS: dict[str, Quirk] = {q.name: q for q in (
           "the saved vCPU state keeps the SError pending that the guest already took "
           "(HCR_EL2.VSE not read back), so a restore delivers it a second time",
           "taking the SError clears the pending state that is saved; a restore delivers nothing"),
+    Quirk("ghes-busy-error-lost",
+          "QEMU \"target/arm: Retry pushing CPER error if necessary\" (Gavin Shan, "
+          "20250214041635.608012-1-gshan@redhat.com)",
+          "reference/ras.md section 6 row 8; sandbox/ras/ghes.py",
+          "a memory error recorded while the guest has not acknowledged the previous one on the "
+          "same GHES source fails (\"OSPM does not acknowledge previous error\", QEMU aborts): "
+          "the host API raises OSError(EBUSY) and the error is lost",
+          "the error is queued and delivered once the guest writes the read-ack register"),
+    Quirk("ghes-address-zero-rejected",
+          "QEMU 2e223c5ec114 \"acpi/ghes: don't check if physical_address is not zero\"",
+          "reference/ras.md section 6 row 9; sandbox/ras/ghes.py",
+          "a memory error at guest physical address 0 is refused (QEMU aborts): the host API "
+          "raises OSError(EINVAL) and nothing reaches the guest",
+          "the CPER record carries physical address 0 and the notification is delivered"),
 )}
 
 

@@ -314,7 +314,7 @@ class Semihosting:
 
     @staticmethod
     def _ticks(vcpu: "Vcpu") -> int:
-        ticks = vcpu.retired_instructions()
+        ticks = vcpu.instruction_count()
         if ticks is None:
             raise _Failed(errno.ENOTSUP)  # this run does not count instructions
         return ticks
@@ -331,7 +331,7 @@ class Semihosting:
         return TICKS_PER_SECOND
 
     def _time(self, vcpu: "Vcpu", arg: int) -> int:
-        ticks = vcpu.retired_instructions() or 0
+        ticks = vcpu.instruction_count() or 0
         return self.epoch + ticks // TICKS_PER_SECOND
 
     # -- exit -----------------------------------------------------------------------------------

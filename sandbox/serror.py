@@ -28,11 +28,20 @@ from .arch import decode
 from .arch import pstate as ps
 from .arch.esr import syn_serror
 from .arch.exception import ExceptionKind
-from .arch.ras import deferred_disr
+from .arch.ras import DEFAULT_VSERROR_ISS, deferred_disr
 from .arch.sysreg import SYSREGS, SysReg
 
 if TYPE_CHECKING:
     from .vcpu import Vcpu
+    from .vm import Vm
+
+
+def default_vserror_iss(vm: "Vm") -> int:
+    """The syndrome KVM gives a virtual SError it pends without one from user space
+    (kvm_inject_vabt): IDS, so the guest sees 0xBF000000. With the quirk
+    "vserror-without-vsesr", ISS 0 as before Linux 4715c14bc136 (HCR_EL2.VSE set without
+    writing VSESR_EL2: the guest sees 0xBE000000, "RAS uncategorized")."""
+    return 0 if vm.has_quirk("vserror-without-vsesr") else DEFAULT_VSERROR_ISS
 
 _DAIF = SYSREGS["DAIF"]
 _ISR = SYSREGS["ISR_EL1"]
@@ -49,6 +58,7 @@ class SErrorGate:
     def __init__(self, vcpu: "Vcpu"):
         self.vcpu = vcpu
         self.pending_iss: int | None = None  # VSESR_EL2[24:0] while HCR_EL2.VSE is set
+        self.last_pended_iss: int | None = None  # the host's cached VSE/VSESR (quirk stale-vserror-restored)
         self._hooks: list[int] = []
         self._site_hooks: dict[int, int] = {}
 
@@ -62,7 +72,20 @@ class SErrorGate:
         """Make a virtual SError pending. A second one overwrites the syndrome, as KVM's
         KVM_SET_VCPU_EVENTS does (one VSE bit, the latest VSESR_EL2)."""
         self.pending_iss = iss
+        self.last_pended_iss = iss
+        vm = self.vcpu.vm
+        if vm.observers:
+            vm.notify("serror_pend", self.vcpu, self.vcpu.uc.reg_read(A.UC_ARM64_REG_PC), esr=syn_serror(iss))
         self._arm()
+
+    def saved_iss(self) -> int | None:
+        """The pending syndrome a vCPU save carries: the live one (taking or deferring the
+        SError cleared it). With the quirk "stale-vserror-restored", the one the host last
+        pended even after the guest took it, as Xen saved its cached HCR_EL2 before "Save
+        HCR_EL2 when a guest took the SError"."""
+        if self.vcpu.vm.has_quirk("stale-vserror-restored"):
+            return self.last_pended_iss
+        return self.pending_iss
 
     def clear(self) -> None:
         """No SError pending any more. Unicorn must not lose hooks while it runs one of
@@ -195,6 +218,8 @@ class SErrorGate:
                     # guest's view of VDISR_EL2) = A | syndrome (DDI0587B 2.4.4).
                     self.vcpu.sysregs.disr_el1 = deferred_disr(self.pending_iss)
                     self.clear()
+                    if self.vcpu.vm.observers:
+                        self.vcpu.vm.notify("serror_defer", self.vcpu, address, disr=self.vcpu.sysregs.disr_el1)
                 else:
                     self.take(address, pstate)  # taken before the ESB completes: ELR = ESB
                 return

@@ -59,7 +59,7 @@ def vcpu_state(vcpu: "Vcpu") -> dict[str, Any]:
         "fpcr": _hex(uc.reg_read(A.UC_ARM64_REG_FPCR)),
         "fpsr": _hex(uc.reg_read(A.UC_ARM64_REG_FPSR)),
         "disr_el1": _hex(vcpu.sysregs.disr_el1),
-        "serror_pending_iss": None if vcpu.serror.pending_iss is None else _hex(vcpu.serror.pending_iss),
+        "serror_pending_iss": None if vcpu.serror.saved_iss() is None else _hex(vcpu.serror.saved_iss()),
         "abort_site": None if vcpu._abort_site is None else [_hex(x) for x in vcpu._abort_site],
         "mmio_pending": None,
     }
@@ -125,6 +125,8 @@ def save(vm: "Vm") -> bytes:
         "gate_sites": [_hex(a) for a in sorted(vm.gate_sites)],
         "vcpus": [vcpu_state(v) for v in vm.vcpus],
     }
+    if vm.ghes is not None:
+        header["ghes"] = vm.ghes.state()
     head = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -180,4 +182,7 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     for state in header["vcpus"]:
         vcpu = vm.create_vcpu(int(state["mpidr"], 16))
         restore_vcpu_state(vcpu, state)
+    if header.get("ghes") is not None:
+        from .ras.ghes import FirmwareFirst
+        FirmwareFirst.restore(vm, header["ghes"])
     return vm

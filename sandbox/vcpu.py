@@ -39,7 +39,7 @@ from .mmio import data_abort_iss, loaded_value, nisv_iss
 from .events import VcpuEvents
 from .guest_debug import GuestDebug
 from .events import validate as validate_events
-from .serror import SErrorGate
+from .serror import SErrorGate, default_vserror_iss
 from .sysregs import EmulatedSysRegs
 from .traps import Access, Trap, TrapKind, classify_fault, classify_interrupt, guest_exception
 
@@ -113,6 +113,8 @@ class Vcpu:
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
         self.guest_debug = GuestDebug(self)  # KVM_SET_GUEST_DEBUG state (sandbox.guest_debug)
+        self.replaying_access = False  # see _pause_after_access
+        self._run_counts = False  # whether the current (or last) run counts instructions
         self.last_exit: Exit | None = None
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
@@ -166,14 +168,6 @@ class Vcpu:
 
     def read_memory(self, address: int, size: int) -> bytes:
         return self.vm.memory.read(address, size)
-
-    def retired_instructions(self) -> int | None:
-        """Instructions retired so far in counted runs, including the run in progress (read
-        from a hook), or None while a run that does not count them is in progress."""
-        if not self._in_emulation:
-            return self.instructions
-        started = icount.started_instructions(self.uc) if self._counting else None
-        return None if started is None else self.instructions + started
 
     def write_memory(self, address: int, data: bytes) -> None:
         self.vm.memory.write(address, data)
@@ -344,9 +338,12 @@ class Vcpu:
         req = validate_events(ev, has_ras_esr=bool(self.vm.check_extension(Cap.ARM_INJECT_SERROR_ESR)),
                               with_iabt=with_iabt, has_dabt=bool(self.vm.check_extension(Cap.ARM_INJECT_EXT_DABT)),
                               has_iabt=with_iabt)
-        if self.vm.observers and (req.dabt or req.iabt or req.serror_iss is not None):
+        serror_iss = req.serror_iss
+        if serror_iss is not None and not ev.serror_has_esr:
+            serror_iss = default_vserror_iss(self.vm)  # KVM's own syndrome (quirk vserror-without-vsesr)
+        if self.vm.observers and (req.dabt or req.iabt or serror_iss is not None):
             self.vm.notify("inject", self, self.uc.reg_read(A.UC_ARM64_REG_PC), events=ev,
-                           serror_iss=req.serror_iss, dabt=req.dabt, iabt=req.iabt, abt_iss=req.abt_iss)
+                           serror_iss=serror_iss, dabt=req.dabt, iabt=req.iabt, abt_iss=req.abt_iss)
         if (req.dabt or req.iabt) and self._abort_site is None:
             # api.rst calls it a programming error; the sandbox refuses rather than inject
             # at a stale address.
@@ -359,13 +356,18 @@ class Vcpu:
             # The aborted access does not retire (Linux e735a5da6442): no MMIO completion,
             # ELR = the faulting instruction. ESR = EC by EL | IL | FSC 0x10, ORed with the
             # user's ISS bits (seed 003; inject_abt64 starts from the user ISS).
+            if self._mmio_pending is not None and self.vm.has_quirk("retire-aborted-mmio"):
+                # The bug e735a5da6442 fixed: the MMIO still completes (Rt written, PC + 4)
+                # and the abort is taken at the next instruction.
+                self._complete_mmio()
+                pc = self.uc.reg_read(A.UC_ARM64_REG_PC)
             self._mmio_pending = None
             same_el = ps.el(self.pstate()) != 0
             esr = (E.syn_data_abort(same_el, E.FSC.SEA) if req.dabt
                    else E.syn_instruction_abort(same_el, E.FSC.SEA)) | req.abt_iss
             self.take_exception(ExceptionKind.SYNC, esr, pc, far=far)
-        if req.serror_iss is not None:
-            self.serror.pend(req.serror_iss)
+        if serror_iss is not None:
+            self.serror.pend(serror_iss)
             self.serror.deliver_if_unmasked()
 
     # -- exception entry ------------------------------------------------------------------
@@ -435,6 +437,41 @@ class Vcpu:
         """Stop Unicorn and run `action` from the run loop (for what a hook cannot do)."""
         self._stop = _Stop(then=action)
         self.uc.emu_stop()
+
+    def _pause_after_access(self, action: Callable[[], None], then_steps: int = 0) -> None:
+        """From a memory or MMIO callback: run `action` from the run loop once the access
+        being made has completed. Stopping Unicorn inside a memory callback abandons the
+        instruction and executes it again on resume (measured on 2.1.4), so the loop executes
+        it once more as a single step with `replaying_access` set (callbacks then see the
+        same access a second time and must not repeat their side effects), then `then_steps`
+        more instructions, then `action`."""
+        def step_then_act() -> None:
+            for count, replaying in ((1, True), (then_steps, False)):
+                if not count or self._stop is not None:
+                    continue
+                self.replaying_access = replaying
+                self._in_emulation = True
+                try:
+                    self._emu_start(self.uc.reg_read(A.UC_ARM64_REG_PC), count=count)
+                except UcError:
+                    pass
+                finally:
+                    self._in_emulation = False
+                    self.replaying_access = False
+                if not replaying and self._run_counts:  # the replay was counted when it started
+                    self.instructions += min(count, icount.started_instructions(self.uc) or 0)
+            action()
+        self._pause_then(step_then_act)
+
+    def instruction_count(self) -> int | None:
+        """Instructions retired so far, also from inside a run (for observers); None when
+        the current or last run does not count instructions."""
+        if not self._run_counts:
+            return None
+        if self._in_emulation and self._counting:
+            started = icount.started_instructions(self.uc)
+            return None if started is None else self.instructions + started
+        return self.instructions
 
     def _request_pause(self) -> None:
         """Stop Unicorn after the current hook and resume at once from the run loop."""
@@ -695,6 +732,7 @@ class Vcpu:
         if max_instructions is not None and max_instructions < 0:
             raise kvm_error(EINVAL, "max_instructions must be >= 0")
         self._running = True
+        self._run_counts = max_instructions is not None
         try:
             self._complete_mmio()
             self._abort_site = None
@@ -750,7 +788,10 @@ class Vcpu:
                     done = min(started, remaining)
                     # An instruction that faulted (abort, UNDEFINED...) was started but did
                     # not retire; SVC/HVC/SMC complete before their trap.
-                    if stop is not None and stop.trap is not None and done and started <= remaining:
+                    # An instruction breakpoint (KVM_EXIT_DEBUG) stops before its instruction.
+                    if (stop is not None and (stop.trap is not None or (
+                            stop.exit is not None and stop.exit.reason is ExitReason.DEBUG))
+                            and done and started <= remaining):
                         done -= 1
                     retired += done
                     remaining -= done

@@ -67,6 +67,7 @@ class Vm:
         self.enabled_caps: set[Cap] = set()
         self.observers: list[Observer] = []  # see sandbox.observe
         self.poisoned = PoisonMap()
+        self.ghes = None  # sandbox.ras.ghes.FirmwareFirst, when the machine has firmware-first RAS
         self.eret_sites: set[int] = set()
         self.gate_sites: set[int] = set()  # `msr daifclr` with A, and `esb`
         self.symbols = Symbolizer()  # guest symbols from every image loaded (sandbox.symbols)
