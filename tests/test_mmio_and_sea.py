@@ -236,8 +236,7 @@ def test_repairing_the_page_lets_the_access_complete():
     assert r.records == [] and r.vcpu.reg("x5") == 0x5EED
 
 
-def test_poisoned_fetch_and_store():
-    r = boot("""
+FETCH_AND_STORE_GUEST = """
 guest_main:
     ldr x1, =data
     mov x2, #9
@@ -253,7 +252,11 @@ code:
     ret                     // clean bytes of the same (protected) page
 .balign 4096
 data: .quad 0
-""", run=False)
+"""
+
+
+def test_poisoned_fetch_and_store():
+    r = boot(FETCH_AND_STORE_GUEST, run=False)
     r.vm.poison(r.sym("code"), 4)
     r.vm.poison(r.sym("data"), 8)
     assert_halted(continue_(r))
@@ -264,22 +267,7 @@ data: .quad 0
 
 
 def test_poisoned_fetch_and_store_with_sea_to_user_exit_with_the_el2_view():
-    r = boot("""
-guest_main:
-    ldr x1, =data
-    mov x2, #9
-store:
-    str x2, [x1]
-    stp x29, x30, [sp, #-16]!
-    bl code
-    ldp x29, x30, [sp], #16
-    ret
-.balign 4096
-code:
-    ret
-.balign 4096
-data: .quad 0
-""", run=False)
+    r = boot(FETCH_AND_STORE_GUEST, run=False)
     r.vm.enable_cap(Cap.ARM_SEA_TO_USER)
     r.vm.poison(r.sym("code"), 4)
     r.vm.poison(r.sym("data"), 8)
