@@ -63,3 +63,34 @@ def started_instructions(uc: Uc) -> int | None:
     if off is None:
         return None
     return struct.unpack("<Q", ctypes.string_at(_handle_address(uc) + off, 8))[0]
+
+
+def _field(uc: Uc, delta: int) -> "ctypes.c_uint64 | None":
+    off = counter_offset()
+    if off is None:
+        return None
+    return ctypes.c_uint64.from_address(_handle_address(uc) + off + delta)
+
+
+def run_limit(uc: Uc) -> int | None:
+    """The instruction limit of the current (or last) count-limited run (`emu_count`),
+    including any change made by `set_limit` during it."""
+    f = _field(uc, 8)
+    return None if f is None else f.value
+
+
+def set_limit(uc: Uc, limit: int) -> bool:
+    """Change the limit of the count-limited run in progress: it stops before starting
+    instruction `limit + 1`. Lets a hook or a device callback end the run at an exact
+    instruction boundary (emu_stop only takes effect at the end of the translation block)."""
+    f = _field(uc, 8)
+    if f is None:
+        return False
+    f.value = max(0, limit)
+    return True
+
+
+def stop_before_next(uc: Uc) -> bool:
+    """From inside a count-limited run: stop before the next instruction starts."""
+    started = started_instructions(uc)
+    return started is not None and set_limit(uc, started)
