@@ -16,6 +16,7 @@ import struct
 from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc
 
 _MAGIC = 0x5A17C0DE1234567
+UNBOUNDED = 1 << 62  # a count limit for a run that must count but has no budget
 _offset: int | None = None
 _calibrated = False
 

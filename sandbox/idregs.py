@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .vm import Vm
 
 HCR_TID3 = 1 << 18  # trap ID group 3 to EL2 (Arm ARM D17.2.48)
+HCR_INTERRUPT_BITS = 0xD8  # FMO, IMO, VF, VI: owned by the interrupt gate
 # Firmware's part (what TF-A and KVM do for a guest shown the feature): no EL3/EL2 traps for
 # the features the guest is told it has.
 HCR_APK, HCR_API = 1 << 40, 1 << 41  # pointer-authentication keys and instructions
@@ -216,7 +217,8 @@ class IdRegisters:
         differs = any(self.read(r, vcpu) != self.native(r, vcpu) for r in (PFR0, PFR1, *self.view))
         isar1 = self.read(ISAR1, vcpu)
         pauth = any(field(isar1, shift) for shift in ISAR1_PAUTH)
-        hcr = HCR_RW | (HCR_TID3 if differs else 0) | (HCR_APK | HCR_API if pauth else 0)
+        keep = uc.cpr_read(*SYSREGS["HCR_EL2"]) & HCR_INTERRUPT_BITS  # the interrupt lines' (sandbox.irq)
+        hcr = HCR_RW | keep | (HCR_TID3 if differs else 0) | (HCR_APK | HCR_API if pauth else 0)
         uc.cpr_write(*SYSREGS["HCR_EL2"], hcr)
         scr = uc.cpr_read(*SYSREGS["SCR_EL3"]) & ~(SCR_APK | SCR_API)
         uc.cpr_write(*SYSREGS["SCR_EL3"], scr | (SCR_APK | SCR_API if pauth else 0))

@@ -1,42 +1,48 @@
 """IRQ and FIQ delivery into one vCPU, exact at the instruction boundary.
 
-The GIC CPU interface drives two lines into the PE (IRQ, FIQ). The PE takes an asserted one
-at the first instruction boundary where PSTATE.I (F) is 0, at EL0 or EL1, into the EL1 vector
-+0x080 (IRQ) / +0x100 (FIQ) of the group the interrupted context selects (+0x080 from EL1t,
-+0x280 from EL1h, +0x480 from EL0: Arm ARM D1.10.2), with ELR = the first instruction not
-executed and no ESR/FAR (asynchronous exceptions write neither).
+The GIC CPU interface drives two lines into the PE. The sandbox drives them the way KVM
+drives a guest's: as the vCPU's virtual interrupt lines, HCR_EL2.VI and HCR_EL2.VF with
+HCR_EL2.IMO/FMO set (Arm ARM D1.16.1 "Virtual interrupts"). Unicorn's CPU implements these
+(QEMU arm_cpu_update_virq; measured: with VI set, `msr daifclr, #2` is followed by the
+vector, ELR = the next instruction): it takes an asserted line at the first instruction
+boundary where PSTATE.I (F) is 0 at EL1 or EL0, wherever the unmask happens - `msr daifclr`,
+`msr daif`, ERET, exception return into EL0 - and a WFI does not sleep while one is
+asserted (D1.16.2). Nothing is hooked per instruction or per block for this.
 
-Unicorn takes no interrupts itself, so the sandbox finds that boundary:
+The entry itself goes through the core's exception entry: a code hook on the vector the
+interrupt lands on (VBAR_EL1 + 0x080 / 0x280 / 0x480 / 0x680, FIQ +0x100 ...), present only
+while a line is asserted, hands the entry Unicorn made to `Vcpu.take_exception` with the
+ELR and SPSR it recorded, so the entry follows the sandbox's model (the same values: the
+architecture's), is seen by observers and counts toward exception storms.
 
-- a line asserted between runs: the run loop takes it before the next instruction
-  (`deliver_if_unmasked`);
-- a line asserted during a run (a GIC register write, a timer programmed to fire now): the run
-  stops before the next instruction (`icount.stop_before_next`) and the run loop takes it;
-- a line asserted while masked: a block hook is armed, and only then. Every instruction that
-  can clear PSTATE.I/F ends a Unicorn translation block (`msr daifclr`, `msr daif`, ERET:
-  QEMU ends the block after any PSTATE or system-register write and after an exception
-  return), so the start of the next block is exactly the boundary after the unmask. The hook
-  takes the interrupt there, before the block's first instruction (a PC written from a block
-  hook redirects execution before the block runs; measured). The hook is removed by the run
-  loop once nothing is asserted (removing a hook from inside one is unsafe).
-
-WFI wakes on an asserted line whatever PSTATE says (Arm ARM D1.16.2); the run loop asks
-`pending`.
+Lines changed by the running guest itself (a GIC register access, a timer programmed to
+fire at once) end the run right after that instruction, so the interrupt is taken at the
+next boundary, not at the end of Unicorn's translation block.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_BLOCK, Uc
+from unicorn import UC_HOOK_CODE, Uc
 from unicorn import arm64_const as A
 
 from . import icount
-from .arch import pstate as ps
-from .arch.exception import ExceptionKind
+from .arch.exception import ExceptionKind, VectorGroup
+from .arch.sysreg import SYSREGS
 
 if TYPE_CHECKING:
     from .vcpu import Vcpu
+
+# HCR_EL2 (Arm ARM D17.2.48): route physical FIQ/IRQ to EL2, which enables the virtual
+# ones at EL1/EL0, and the virtual lines themselves.
+HCR_FMO = 1 << 3
+HCR_IMO = 1 << 4
+HCR_VF = 1 << 6
+HCR_VI = 1 << 7
+_HCR = SYSREGS["HCR_EL2"]
+_SPSR_EL1 = SYSREGS["SPSR_EL1"]
+_GROUPS = tuple(VectorGroup)
 
 
 class InterruptGate:
@@ -44,8 +50,12 @@ class InterruptGate:
         self.vcpu = vcpu
         self.irq = False  # the IRQ line from the CPU interface
         self.fiq = False
-        self._hook: int | None = None
+        self._vector_hooks: dict[int, int] = {}  # vector address -> hook
+        self._vbar: int | None = None  # VBAR_EL1 the hooks were placed for
+        self._reentered: int | None = None  # vector whose entry was just redone
         self.taken = 0  # interrupts delivered (IRQ + FIQ)
+        uc = vcpu.uc
+        uc.cpr_write(*_HCR, (uc.cpr_read(*_HCR) | HCR_IMO | HCR_FMO) & ~(HCR_VI | HCR_VF))
 
     @property
     def pending(self) -> bool:
@@ -56,61 +66,53 @@ class InterruptGate:
         rising = (irq and not self.irq) or (fiq and not self.fiq)
         self.irq, self.fiq = irq, fiq
         v = self.vcpu
-        if rising and v._in_emulation:
-            # Asserted by something the running guest did: end the run right after the
-            # current instruction so the run loop can take it or arm the gate.
-            if not (v._counting and icount.stop_before_next(v.uc)):
-                v._request_pause()
-
-    def deliverable(self, pstate: int) -> ExceptionKind | None:
-        """Which interrupt the PE takes at `pstate`, if any. FIQ first: it is the one the
-        GIC gives the higher priority group (Group 0)."""
-        if ps.el(pstate) > 1:
-            return None
-        if self.fiq and not pstate & ps.F:
-            return ExceptionKind.FIQ
-        if self.irq and not pstate & ps.I:
-            return ExceptionKind.IRQ
-        return None
-
-    def deliver_if_unmasked(self) -> bool:
-        """At an instruction boundary (the run loop): take an asserted, unmasked interrupt
-        now, or arm the gate if it is masked. True if one was taken."""
-        if not self.pending:
-            self.settle()
-            return False
-        v = self.vcpu
-        pstate = v.pstate()
-        kind = self.deliverable(pstate)
-        if kind is None:
-            self._arm()
-            return False
-        self._take(kind, v.uc.reg_read(A.UC_ARM64_REG_PC), pstate)
-        return True
-
-    def _take(self, kind: ExceptionKind, preferred_return: int, pstate: int) -> None:
-        self.taken += 1
-        self.vcpu.take_exception(kind, None, preferred_return, from_pstate=pstate)
+        hcr = v.uc.cpr_read(*_HCR) & ~(HCR_VI | HCR_VF)
+        v.uc.cpr_write(*_HCR, hcr | HCR_IMO | HCR_FMO | (HCR_VI if irq else 0) | (HCR_VF if fiq else 0))
+        if rising:
+            if v._in_emulation:
+                # Asserted by something the running guest did: end the run right after the
+                # current instruction (Unicorn would look at the line only at the end of
+                # the translation block). Not emu_stop: called from an MMIO read it makes
+                # Unicorn execute the load again (measured: GICC_IAR read twice).
+                if not (v._counting and icount.stop_before_next(v.uc)):
+                    v._request_pause()
+            else:
+                self.settle()
 
     def settle(self) -> None:
-        """Drop the block hook when nothing is asserted (run loop only)."""
-        if self._hook is not None and not self.pending:
-            self.vcpu.uc.hook_del(self._hook)
-            self._hook = None
+        """Place the vector hooks while a line is asserted, drop them when none is (between
+        runs: hooks are not removed from inside a hook)."""
+        uc = self.vcpu.uc
+        vbar = uc.reg_read(A.UC_ARM64_REG_VBAR_EL1) & ~0x7FF
+        if self._vector_hooks and (not self.pending or vbar != self._vbar):
+            for h in self._vector_hooks.values():
+                uc.hook_del(h)
+            self._vector_hooks.clear()
+        if self.pending and not self._vector_hooks:
+            self._vbar = vbar
+            for group in _GROUPS:
+                for kind in (ExceptionKind.IRQ, ExceptionKind.FIQ):
+                    address = vbar + int(group) + int(kind)
+                    self._vector_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_vector, None, address, address)
+                    uc.ctl_remove_cache(address, address + 4)  # hooks are compiled into translations
 
-    def _arm(self) -> None:
-        if self._hook is None:
-            uc = self.vcpu.uc
-            self._hook = uc.hook_add(UC_HOOK_BLOCK, self._on_block)
-            uc.ctl_flush_tb()  # block hooks are compiled into translations
-
-    def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+    def _on_vector(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        """Unicorn took the virtual interrupt and arrived at its vector: redo the entry
+        through the sandbox's exception entry, from the ELR and SPSR it recorded."""
         try:
-            if not self.pending:
-                return
-            pstate = self.vcpu.pstate()
-            kind = self.deliverable(pstate)
-            if kind is not None:
-                self._take(kind, address, pstate)
+            offset = address - (self._vbar or 0)
+            kind = ExceptionKind.IRQ if offset & 0x180 == ExceptionKind.IRQ else ExceptionKind.FIQ
+            if not (self.irq if kind is ExceptionKind.IRQ else self.fiq):
+                return  # the guest branched here itself
+            if self._reentered == address:
+                self._reentered = None
+                return  # the PC the re-entry wrote restarts this instruction: done already
+            v = self.vcpu
+            spsr = uc.cpr_read(*_SPSR_EL1)
+            self.taken += 1
+            self._reentered = address
+            v.take_exception(kind, None, uc.reg_read(A.UC_ARM64_REG_ELR_EL1), from_pstate=spsr)
+            if v._stop is not None:
+                self._reentered = None  # stopped (an interrupt storm): no restart follows
         except Exception:
-            self.vcpu._host_error("interrupt delivery gate")
+            self.vcpu._host_error("interrupt entry")

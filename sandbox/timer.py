@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 CNTFRQ_HZ = 62_500_000  # QEMU's GTIMER_SCALE (16 ns) frequency, Unicorn's CNTFRQ_EL0 reset value
 TICKS_PER_INSTRUCTION = 1  # the guest sees a 62.5 MIPS CPU
-_UNBOUNDED = 1 << 62  # count limit of a run with nothing to stop at
 
 # CNTx_CTL_EL0 (Arm ARM D17.8): ENABLE, IMASK, ISTATUS (read-only).
 CTL_ENABLE = 1 << 0
@@ -150,7 +149,7 @@ class GenericTimer:
         """The count limit for the next run: `limit` (0 = none) lowered to stop at the
         instruction where an armed timer's compare value is reached."""
         ticks = self._ticks_to_event()
-        n = limit or _UNBOUNDED
+        n = limit or icount.UNBOUNDED
         if ticks is not None:
             n = min(n, -(-ticks // TICKS_PER_INSTRUCTION))
         return n

@@ -698,11 +698,13 @@ class Vcpu:
             if self.serror.pending and self.serror.deliver_if_unmasked() and self._stop is not None:
                 return self._stop.exit  # type: ignore[return-value]
             self.serror.settle()
-            if self.irq is not None and self.irq.deliver_if_unmasked() and self._stop is not None:
-                return self._stop.exit  # type: ignore[return-value]
+            if self.irq is not None:
+                self.irq.settle()  # the vector hooks follow the IRQ/FIQ lines (sandbox.irq)
             count = remaining or 0
             if self.timer is not None:  # always counted: stop where the next timer fires
                 count = self.timer.instructions_until_event(count)
+            elif self.irq is not None and not count:
+                count = icount.UNBOUNDED  # counted: interrupts stop it at exact boundaries
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             error: UcError | None = None
             self._in_emulation = True
