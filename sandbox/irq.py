@@ -52,7 +52,6 @@ class InterruptGate:
         self.fiq = False
         self._vector_hooks: dict[int, int] = {}  # vector address -> hook
         self._vbar: int | None = None  # VBAR_EL1 the hooks were placed for
-        self._reentered: int | None = None  # vector whose entry was just redone
         self.taken = 0  # interrupts delivered (IRQ + FIQ)
         uc = vcpu.uc
         uc.cpr_write(*_HCR, (uc.cpr_read(*_HCR) | HCR_IMO | HCR_FMO) & ~(HCR_VI | HCR_VF))
@@ -104,15 +103,10 @@ class InterruptGate:
             kind = ExceptionKind.IRQ if offset & 0x180 == ExceptionKind.IRQ else ExceptionKind.FIQ
             if not (self.irq if kind is ExceptionKind.IRQ else self.fiq):
                 return  # the guest branched here itself
-            if self._reentered == address:
-                self._reentered = None
-                return  # the PC the re-entry wrote restarts this instruction: done already
-            v = self.vcpu
             spsr = uc.cpr_read(*_SPSR_EL1)
             self.taken += 1
-            self._reentered = address
-            v.take_exception(kind, None, uc.reg_read(A.UC_ARM64_REG_ELR_EL1), from_pstate=spsr)
-            if v._stop is not None:
-                self._reentered = None  # stopped (an interrupt storm): no restart follows
+            # The PC is already the vector: take_exception leaves it alone, so the
+            # instruction is not restarted (and not counted twice).
+            self.vcpu.take_exception(kind, None, uc.reg_read(A.UC_ARM64_REG_ELR_EL1), from_pstate=spsr)
         except Exception:
             self.vcpu._host_error("interrupt entry")

@@ -103,6 +103,7 @@ def restore_vcpu_state(vcpu: "Vcpu", state: dict[str, Any]) -> None:
 
 def save(vm: "Vm") -> bytes:
     """Serialise `vm` (memory, configuration, every vCPU). The vCPUs must not be running."""
+    from .virt import machine_state
     for v in vm.vcpus:
         v._refuse_while_running("snapshot the Vm")
     blobs = [zlib.compress(bytes(r.buffer), 1) for r in vm.memory.ram]
@@ -122,6 +123,7 @@ def save(vm: "Vm") -> bytes:
         "gate_sites": [_hex(a) for a in sorted(vm.gate_sites)],
         "vcpus": [vcpu_state(v) for v in vm.vcpus],
     }
+    header.update(machine_state(vm))  # GIC, generic timers, ID registers (sandbox.virt)
     head = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -131,6 +133,7 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     """Rebuild a Vm from `save()` output. MMIO devices are host objects: pass them by the
     name they were registered under (a snapshot only records where they were)."""
     from .hyp.smccc import Conduit
+    from .virt import GIC_REGION_NAMES, restore_machine_state
     from .vm import Vm
 
     if len(data) < len(MAGIC) + 12 or data[: len(MAGIC)] != MAGIC:
@@ -161,6 +164,8 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     devices = devices or {}
     present = {r.name: r.device for r in vm.memory.mmio}
     for d in header["devices"]:
+        if d["name"] in GIC_REGION_NAMES and header.get("gic") is not None:
+            continue  # the GIC is rebuilt with its state below
         device = present.get(d["name"]) or devices.get(d["name"])
         if device is None:
             raise kvm_error(EINVAL, f"snapshot has device {d['name']!r}: pass it in `devices`")
@@ -175,4 +180,5 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     for state in header["vcpus"]:
         vcpu = vm.create_vcpu(int(state["mpidr"], 16))
         restore_vcpu_state(vcpu, state)
+    restore_machine_state(vm, header)
     return vm

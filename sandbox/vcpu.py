@@ -368,7 +368,10 @@ class Vcpu:
         uc.cpr_write(*_SPSR_EL1, entry.spsr)
         uc.reg_write(A.UC_ARM64_REG_PSTATE, entry.pstate)
         uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))  # hflags rebuild (unicorn #2333)
-        uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
+        if uc.reg_read(A.UC_ARM64_REG_PC) != entry.pc:
+            # (Already there when Unicorn made the entry itself, sandbox.irq: a PC write
+            # from a code hook would restart the instruction and count it twice.)
+            uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
         if self.vm.observers:
             self.vm.notify("exception", self, entry.elr, entry=entry)
         return entry

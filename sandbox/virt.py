@@ -44,3 +44,33 @@ def create_vm(*, ram_size: int = DEFAULT_RAM_SIZE, smp: int = 1, psci_conduit: C
     boot_cpu.set_reg("ID_AA64ISAR0_EL1", with_field(boot_cpu.reg("ID_AA64ISAR0_EL1"), ISAR0_RNDR, 0))
     assert vm.id_registers.read(ISAR0, boot_cpu) >> ISAR0_RNDR == 0
     return vm
+
+
+# -- migration: the snapshot header keys of the machine's own devices ------------------------
+
+GIC_REGION_NAMES = ("gic-dist", "gic-cpu")
+
+
+def machine_state(vm: Vm) -> dict[str, object]:
+    """New snapshot header keys: "gic" (the GICv2 state), "generic_timer" (one entry per
+    vCPU, None without a timer) and "id_registers" (the guest's ID register view)."""
+    gic = vm.interrupt_controller
+    return {
+        "gic": gic.state() if isinstance(gic, GicV2) else None,
+        "generic_timer": [None if v.timer is None else v.timer.state() for v in vm.vcpus],
+        "id_registers": vm.id_registers.state(),
+    }
+
+
+def restore_machine_state(vm: Vm, header: dict[str, object]) -> None:
+    """Rebuild what `machine_state` saved on a Vm whose vCPUs are restored."""
+    ids = header.get("id_registers")
+    if ids is not None:
+        vm.id_registers.restore(ids)  # type: ignore[arg-type]
+    gic_state = header.get("gic")
+    if gic_state is not None:
+        gic = GicV2.create(vm, int(gic_state["num_irqs"]) - 32)  # type: ignore[index]
+        gic.restore(gic_state)  # type: ignore[arg-type]
+    for vcpu, timer_state in zip(vm.vcpus, header.get("generic_timer") or []):  # type: ignore[arg-type]
+        if timer_state is not None:
+            attach_timer(vcpu).restore(timer_state)
