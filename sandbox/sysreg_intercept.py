@@ -12,6 +12,11 @@ the Unicorn binding's own wrapper costs ~4 us a call, this one ~0.3-0.5 us measu
 tight loop, bench/bench_timer.py) that rejects by CRn first and only then builds the
 encoding. A handler returns True when it performed the access (Unicorn then skips the
 instruction) or False to let Unicorn execute it, access checks included.
+
+Every MRS/MSR user of a vCPU must go through its one SysregIntercept (`vcpu.intercept`):
+Unicorn 2.1.4 calls only the *first* UC_HOOK_INSN hook registered for MRS (and for MSR)
+and silently ignores the others (measured with two hooks each). The hooks are installed
+when the first handler arrives and removed, between runs, when the last one leaves.
 """
 
 from __future__ import annotations
@@ -54,15 +59,35 @@ class SysregIntercept:
         self._crn: set[int] = set()
         self._installed = False
         self._callbacks: list[object] = []  # keep the ctypes thunks alive
+        self._handles: list[int] = []
 
     def on(self, reg: SysReg, read: ReadHandler | None = None, write: WriteHandler | None = None) -> None:
         """Handle MRS (`read`) and/or MSR (`write`) of `reg` on this vCPU."""
+        if (read is not None and reg in self._reads) or (write is not None and reg in self._writes):
+            raise ValueError(f"{reg.generic_name()} already has a handler on vCPU {self.vcpu.index}")
         if read is not None:
             self._reads[reg] = read
         if write is not None:
             self._writes[reg] = write
         self._crn.add(reg.crn)
         self._install()
+
+    def off(self, reg: SysReg, read: bool = True, write: bool = True) -> None:
+        """Stop handling `reg` (the hooks go at the next `prune`, between runs)."""
+        if read:
+            self._reads.pop(reg, None)
+        if write:
+            self._writes.pop(reg, None)
+        self._crn = {r.crn for r in (*self._reads, *self._writes)}
+
+    def prune(self) -> None:
+        """Remove the hooks once no handler is left (never from inside a hook)."""
+        if self._installed and not (self._reads or self._writes):
+            for handle in self._handles:
+                uclib.uc_hook_del(self.vcpu.uc._uch, ctypes.c_size_t(handle))
+            self._handles.clear()
+            self._callbacks.clear()
+            self._installed = False
 
     def _install(self) -> None:
         if self._installed:
@@ -76,6 +101,7 @@ class SysregIntercept:
             if err:
                 raise OSError(f"uc_hook_add(UC_HOOK_INSN) failed with Unicorn error {err}")
             self._callbacks.append(thunk)
+            self._handles.append(handle.value)
         # Unicorn decides at translation time whether an MRS/MSR calls the hook.
         uc.ctl_flush_tb()
         self._installed = True

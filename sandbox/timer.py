@@ -32,7 +32,7 @@ from .arch import pstate as ps
 from .kvm import EBUSY, kvm_error
 from .arch.sysreg import SYSREGS, SysReg
 from .memmap import PHYS_TIMER_INTID, VIRT_TIMER_INTID
-from .sysreg_intercept import SysregIntercept
+from .sysreg_intercept import SysregIntercept  # noqa: F401 (the type of vcpu.intercept)
 
 if TYPE_CHECKING:
     from .vcpu import Vcpu
@@ -253,5 +253,5 @@ def attach_timer(vcpu: "Vcpu") -> GenericTimer:
     if vcpu.timer is not None:
         raise kvm_error(EBUSY, f"vCPU {vcpu.index} already has a timer")
     vcpu._refuse_while_running("attach a timer")
-    vcpu.timer = GenericTimer(vcpu, SysregIntercept(vcpu))
+    vcpu.timer = GenericTimer(vcpu, vcpu.intercept)
     return vcpu.timer

@@ -38,6 +38,7 @@ from .mmio import data_abort_iss, loaded_value, nisv_iss
 from .events import VcpuEvents
 from .events import validate as validate_events
 from .serror import SErrorGate
+from .sysreg_intercept import SysregIntercept
 from .sysregs import EmulatedSysRegs
 from .traps import Access, Trap, TrapKind, classify_fault, classify_interrupt, guest_exception
 from .vmem import translate
@@ -108,6 +109,7 @@ class Vcpu:
         self._eret_hooks: dict[int, int] = {}
         self._in_emulation = False
         self._counting = False  # whether the last emu_start counted instructions
+        self.intercept = SysregIntercept(self)  # the one MRS/MSR hook of this vCPU (sandbox.sysreg_intercept)
         self.serror = SErrorGate(self)
         self.irq: InterruptGate | None = None  # IRQ/FIQ lines, once the Vm has a GIC
         self.timer: GenericTimer | None = None  # deterministic time (sandbox.timer), when attached

@@ -73,6 +73,17 @@ def parse_header(data: bytes, name: str = "Image") -> ImageHeader:
     return ImageHeader(text_offset, image_size, flags)
 
 
+def is_linux_image(data: bytes) -> bool:
+    """Whether `data` (possibly gzip-compressed) starts with an arm64 Image header."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            with gzip.GzipFile(fileobj=__import__("io").BytesIO(data)) as f:
+                data = f.read(HEADER.size)
+        except (OSError, EOFError, zlib.error):
+            return False
+    return len(data) >= HEADER.size and HEADER.unpack_from(data)[8] == IMAGE_MAGIC
+
+
 def _contents(source: "str | Path | bytes") -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray)):
         data, name = bytes(source), "Image"
