@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .boot import boot
+from .boot import boot, check_dtb
 from .exits import Exit
 from .hyp.smccc import Conduit
 from .kvm import ExitReason, SystemEventType
@@ -52,6 +52,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     vm = create_vm(ram_size=args.mem, smp=args.smp, psci_conduit=conduit, uart_echo=sys.stdout)
     image = load_linux_image(vm, path) if is_linux_image(data) else load_flat(vm, path, args.load_address)
     dtb = Path(args.dtb).read_bytes() if args.dtb else None
+    if dtb is not None:
+        check_dtb(dtb, args.dtb)
     address = boot(vm, image, bootargs=args.append, dtb=dtb)
     if args.dump_dtb:
         blob = vm.read_memory(address, int.from_bytes(vm.read_memory(address + 4, 4), "big"))
