@@ -95,3 +95,9 @@ def stop_before_next(uc: Uc) -> bool:
     """From inside a count-limited run: stop before the next instruction starts."""
     started = started_instructions(uc)
     return started is not None and set_limit(uc, started)
+
+
+def counter(uc: Uc) -> "ctypes.c_uint64 | None":
+    """The engine's emu_counter as a ctypes view (read `.value`: no call, no copy), for hot
+    paths that read it often; None if calibration failed."""
+    return _field(uc, 0)

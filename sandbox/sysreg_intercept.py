@@ -60,6 +60,13 @@ class SysregIntercept:
         self._installed = False
         self._callbacks: list[object] = []  # keep the ctypes thunks alive
         self._handles: list[int] = []
+        self._value = ctypes.c_uint64()  # the binding's reg_write costs more than the rest
+        self._pstate = ctypes.c_uint64()
+
+    def pstate(self) -> int:
+        """PSTATE, read the cheap way (for handlers that check the EL)."""
+        uclib.uc_reg_read(self.vcpu.uc._uch, A.UC_ARM64_REG_PSTATE, ctypes.byref(self._pstate))
+        return self._pstate.value
 
     def on(self, reg: SysReg, read: ReadHandler | None = None, write: WriteHandler | None = None) -> None:
         """Handle MRS (`read`) and/or MSR (`write`) of `reg` on this vCPU."""
@@ -118,7 +125,8 @@ class SysregIntercept:
             if value is None:
                 return 0
             if reg not in _XZR:
-                self.vcpu.uc.reg_write(reg, value & 0xFFFFFFFFFFFFFFFF)
+                self._value.value = value & 0xFFFFFFFFFFFFFFFF
+                uclib.uc_reg_write(self.vcpu.uc._uch, reg, ctypes.byref(self._value))
             return 1
         except Exception:
             self.vcpu._host_error("MRS intercept")

@@ -77,6 +77,7 @@ class GenericTimer:
         self.cntvoff = 0  # CNTVOFF_EL2: the host's offset of the virtual count
         self._base = 0  # count when this vCPU object had retired no instruction
         self.accesses = 0  # emulated register accesses (for benchmarks)
+        self._started = icount.counter(vcpu.uc)  # the engine's instruction counter, read in place
         r = SYSREGS
         intercept.on(r["CNTFRQ_EL0"], read=self._read_cntfrq)
         intercept.on(r["CNTPCT_EL0"], read=self._read_cntpct)
@@ -98,7 +99,7 @@ class GenericTimer:
         v = self.vcpu
         retired = v.instructions
         if v._in_emulation and v._counting:
-            started = icount.started_instructions(v.uc)
+            started = self._started.value if self._started is not None else icount.started_instructions(v.uc)
             if started:
                 retired += started - 1  # the instruction reading it has started, not retired
         return (self._base + retired * TICKS_PER_INSTRUCTION) & _MASK64
@@ -183,7 +184,7 @@ class GenericTimer:
     # -- register accesses ---------------------------------------------------------------------
 
     def _el0_denied(self, enable_bits: int) -> bool:
-        if ps.el(self.vcpu.pstate()) != 0:
+        if ps.el(self.intercept.pstate()) != 0:
             return False
         return not self.vcpu.uc.cpr_read(*_CNTKCTL) & enable_bits
 
