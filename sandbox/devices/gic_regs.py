@@ -243,37 +243,35 @@ class _CpuInterfaceView:
         gic.update()
 
 
-class DistributorRegs:
-    """The GICD_* frame; each vCPU maps its own banked view."""
+class _BankedFrame:
+    """A register frame every vCPU maps its own view of (`for_vcpu`); the host's accesses
+    (no CPU) see CPU 0's."""
+
+    view: type = _DistributorView
 
     def __init__(self, gic: GicV2):
         self.gic = gic
 
-    def for_vcpu(self, vcpu: "Vcpu") -> _DistributorView:
-        return _DistributorView(self.gic, self.gic.cpus[vcpu.index])
-
-    # The host's own view (no CPU: the one of CPU 0).
-    def read(self, offset: int, size: int) -> int:
-        return _DistributorView(self.gic, self.gic.cpus[0]).read(offset, size)
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        _DistributorView(self.gic, self.gic.cpus[0]).write(offset, size, value)
-
-
-class CpuInterfaceRegs:
-    """The GICC_* frame; each vCPU maps its own CPU interface."""
-
-    def __init__(self, gic: GicV2):
-        self.gic = gic
-
-    def for_vcpu(self, vcpu: "Vcpu") -> _CpuInterfaceView:
-        return _CpuInterfaceView(self.gic, self.gic.cpus[vcpu.index])
+    def for_vcpu(self, vcpu: "Vcpu") -> "_DistributorView | _CpuInterfaceView":
+        return self.view(self.gic, self.gic.cpus[vcpu.index])
 
     def read(self, offset: int, size: int) -> int:
-        return _CpuInterfaceView(self.gic, self.gic.cpus[0]).read(offset, size)
+        return self.view(self.gic, self.gic.cpus[0]).read(offset, size)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        _CpuInterfaceView(self.gic, self.gic.cpus[0]).write(offset, size, value)
+        self.view(self.gic, self.gic.cpus[0]).write(offset, size, value)
+
+
+class DistributorRegs(_BankedFrame):
+    """The GICD_* frame."""
+
+    view = _DistributorView
+
+
+class CpuInterfaceRegs(_BankedFrame):
+    """The GICC_* frame."""
+
+    view = _CpuInterfaceView
 
 
 __all__ = ["CpuInterfaceRegs", "DistributorRegs", "IDLE_PRIORITY"]
