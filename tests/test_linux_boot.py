@@ -85,14 +85,18 @@ def test_pended_serror_is_reported_by_the_kernels_own_handler(kernel):
     print(f"SError reported after {retired} instructions, {seconds:.2f} s")
 
 
-def test_without_injection_the_kernel_runs_on_the_gic_and_the_timer(kernel):
+def test_without_injection_the_kernel_boots_to_the_end_on_the_gic_and_the_timer(kernel):
+    """As far as a machine without block devices goes: the kernel looks for its root
+    filesystem and panics (~870 M instructions, under a minute here)."""
     vm = boot_kernel(kernel)
-    run_until(vm, r"clocksource: Switched to clocksource arch_sys_counter", budget=400_000_000, step=20_000_000)
+    run_until(vm, r"VFS: Unable to mount root fs on unknown-block\(0,0\)", budget=1_500_000_000, step=50_000_000)
     text = vm.uart.text
+    assert "clocksource: Switched to clocksource arch_sys_counter" in text
+    assert "uart-pl011 9000000.pl011" in text  # the real driver probed the UART from the tree
     assert "Root IRQ handler: gic_handle_irq" in text
     assert "arch_timer: cp15 timer(s) running at 62.50MHz (virt)" in text
     assert "Calibrating delay loop (skipped), value calculated using timer frequency" in text
-    assert "SError" not in text and "Oops" not in text and "WARNING" not in text
+    assert "SError" not in text and "Oops" not in text and "WARNING" not in text and "BUG" not in text
     vcpu = vm.vcpus[0]
     assert vcpu.irq.taken > 10  # timer ticks, acknowledged and ended through the GIC
     gic = vm.interrupt_controller
