@@ -42,6 +42,7 @@ HCR_VF = 1 << 6
 HCR_VI = 1 << 7
 _HCR = SYSREGS["HCR_EL2"]
 _SPSR_EL1 = SYSREGS["SPSR_EL1"]
+_VBAR_EL1 = SYSREGS["VBAR_EL1"]
 _GROUPS = tuple(VectorGroup)
 
 
@@ -55,6 +56,7 @@ class InterruptGate:
         self.taken = 0  # interrupts delivered (IRQ + FIQ)
         uc = vcpu.uc
         uc.cpr_write(*_HCR, (uc.cpr_read(*_HCR) | HCR_IMO | HCR_FMO) & ~(HCR_VI | HCR_VF))
+        vcpu.intercept.on(_VBAR_EL1, write=self._on_vbar_write)
 
     @property
     def pending(self) -> bool:
@@ -94,6 +96,14 @@ class InterruptGate:
                     address = vbar + int(group) + int(kind)
                     self._vector_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_vector, None, address, address)
                     uc.ctl_remove_cache(address, address + 4)  # hooks are compiled into translations
+
+    def _on_vbar_write(self, _reg: object, _value: int) -> bool:
+        """A new vector table while a line is asserted: end the run after this MSR so the
+        vector hooks move with it (`settle`). Unicorn performs the write itself."""
+        v = self.vcpu
+        if self._vector_hooks and v._in_emulation and v._counting:
+            icount.set_limit(v.uc, icount.started_instructions(v.uc) or 0)
+        return False
 
     def _on_vector(self, uc: Uc, address: int, size: int, _ud: object) -> None:
         """Unicorn took the virtual interrupt and arrived at its vector: redo the entry

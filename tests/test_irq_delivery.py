@@ -267,3 +267,25 @@ unmask:
     r.run()
     [rec] = r.records
     assert (rec.vector, rec.elr, rec.spsr & 0xFFFFFFF, rec.esr) == (0x280, r.sym("unmask") + 4, 0x345, 0)
+
+
+def test_a_vector_table_installed_while_an_irq_is_pending_still_gets_it():
+    r = virt_boot("guest_main:\n" + SETUP.format(intid=SPI) + """
+    ldr x0, =exc_policy      // the recording table stops the guest at its first entry
+    mov x1, #3
+    str x1, [x0]
+    ldr x0, =exc_vectors     // the line is asserted and watched at irq_vectors: move the table
+    msr vbar_el1, x0
+unmask:
+    msr daifclr, #2
+    nop
+    ret
+""", run=False)
+    edge_triggered(r.vm)
+    events = []
+    r.vm.observers.append(lambda e: events.append(e) if e.kind == "exception" else None)
+    r.vm.raise_interrupt(SPI)
+    r.run()
+    [rec] = r.records
+    assert (rec.vector, rec.elr) == (0x280, r.sym("unmask") + 4)
+    assert [e.data["entry"].vector_offset for e in events] == [0x280]  # through take_exception
