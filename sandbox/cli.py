@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hex")
     d.add_argument("--base", type=_int, default=0)
     d.set_defaults(func=_cmd_disasm)
+    from .cli_boot import add_parser as add_boot
+    add_boot(sub, _size, _int)
     return p
 
 

@@ -16,6 +16,7 @@ import struct
 from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc
 
 _MAGIC = 0x5A17C0DE1234567
+UNBOUNDED = 1 << 62  # a count limit for a run that must count but has no budget
 _offset: int | None = None
 _calibrated = False
 
@@ -63,3 +64,40 @@ def started_instructions(uc: Uc) -> int | None:
     if off is None:
         return None
     return struct.unpack("<Q", ctypes.string_at(_handle_address(uc) + off, 8))[0]
+
+
+def _field(uc: Uc, delta: int) -> "ctypes.c_uint64 | None":
+    off = counter_offset()
+    if off is None:
+        return None
+    return ctypes.c_uint64.from_address(_handle_address(uc) + off + delta)
+
+
+def run_limit(uc: Uc) -> int | None:
+    """The instruction limit of the current (or last) count-limited run (`emu_count`),
+    including any change made by `set_limit` during it."""
+    f = _field(uc, 8)
+    return None if f is None else f.value
+
+
+def set_limit(uc: Uc, limit: int) -> bool:
+    """Change the limit of the count-limited run in progress: it stops before starting
+    instruction `limit + 1`. Lets a hook or a device callback end the run at an exact
+    instruction boundary (emu_stop only takes effect at the end of the translation block)."""
+    f = _field(uc, 8)
+    if f is None:
+        return False
+    f.value = max(0, limit)
+    return True
+
+
+def stop_before_next(uc: Uc) -> bool:
+    """From inside a count-limited run: stop before the next instruction starts."""
+    started = started_instructions(uc)
+    return started is not None and set_limit(uc, started)
+
+
+def counter(uc: Uc) -> "ctypes.c_uint64 | None":
+    """The engine's emu_counter as a ctypes view (read `.value`: no call, no copy), for hot
+    paths that read it often; None if calibration failed."""
+    return _field(uc, 0)

@@ -7,11 +7,11 @@ DDI0587B 2.4.4). Unicorn models none of this (HCR_EL2.VSE does nothing, ESB is a
 sandbox watches the few instructions that can clear PSTATE.A or synchronize errors, and
 only while an SError is pending:
 
-- `msr daif, xN` through Unicorn's MSR instruction hook (wherever the code is);
+- `msr daif, xN` through the vCPU's MRS/MSR intercept (wherever the code is);
 - `msr daifclr, #imm` with the A bit, and `esb`, through code hooks on their addresses in
   the guest code the Vm knows (`Vm.note_code`: every image loaded through the Vm);
 - ERET through the permanent ERET check of the vCPU;
-- reads of ISR_EL1 (A reads 1 while pending) through the MRS hook.
+- reads of ISR_EL1 (A reads 1 while pending) through the same intercept.
 
 With nothing pending none of these hooks exist, and a masked pending SError costs nothing
 for code that does not touch DAIF.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, Uc
+from unicorn import UC_HOOK_CODE, Uc
 from unicorn import arm64_const as A
 
 from .arch import decode
@@ -46,12 +46,6 @@ def default_vserror_iss(vm: "Vm") -> int:
 _DAIF = SYSREGS["DAIF"]
 _ISR = SYSREGS["ISR_EL1"]
 _SCTLR_UMA = 1 << 9  # SCTLR_EL1.UMA: EL0 may access DAIF (Arm ARM D17.2.118)
-_XZR_IDS = {getattr(A, "UC_ARM64_REG_XZR", -1), getattr(A, "UC_ARM64_REG_WZR", -1)}
-
-
-def _cp(cp_reg: object) -> SysReg:
-    c = cp_reg  # unicorn's CpReg(crn, crm, op0, op1, op2, val)
-    return SysReg(c.op0, c.op1, c.crn, c.crm, c.op2)  # type: ignore[attr-defined]
 
 
 class SErrorGate:
@@ -59,7 +53,7 @@ class SErrorGate:
         self.vcpu = vcpu
         self.pending_iss: int | None = None  # VSESR_EL2[24:0] while HCR_EL2.VSE is set
         self.last_pended_iss: int | None = None  # the host's cached VSE/VSESR (quirk stale-vserror-restored)
-        self._hooks: list[int] = []
+        self._armed = False  # DAIF / ISR_EL1 handlers registered on the vCPU's intercept
         self._site_hooks: dict[int, int] = {}
 
     # -- state ----------------------------------------------------------------------------
@@ -99,7 +93,7 @@ class SErrorGate:
 
     def settle(self) -> None:
         """Drop the hooks if nothing is pending (called by the run loop between runs)."""
-        if self.pending_iss is None and (self._hooks or self._site_hooks):
+        if self.pending_iss is None and (self._armed or self._site_hooks):
             self._disarm()
 
     def masked(self, pstate: int) -> bool:
@@ -127,78 +121,57 @@ class SErrorGate:
     # -- hooks ------------------------------------------------------------------------------
 
     def _arm(self) -> None:
-        uc = self.vcpu.uc
-        if not self._hooks:
-            self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._on_msr, None, 1, 0, A.UC_ARM64_INS_MSR))
-            self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._on_mrs, None, 1, 0, A.UC_ARM64_INS_MRS))
-            # Unicorn decides at translation time whether an instruction calls a hook:
-            # code translated before the hooks existed must be translated again.
-            uc.ctl_flush_tb()
+        if not self._armed:
+            # (The intercept retranslates code made before its hooks existed.)
+            self.vcpu.intercept.on(_DAIF, write=self._on_daif_write)
+            self.vcpu.intercept.on(_ISR, read=self._on_isr_read)
+            self._armed = True
         for address in self.vcpu.vm.gate_sites:
             self.watch(address)
 
     def _disarm(self) -> None:
         uc = self.vcpu.uc
-        for h in self._hooks:
-            uc.hook_del(h)
-        self._hooks.clear()
+        if self._armed:
+            self.vcpu.intercept.off(_DAIF, read=False)
+            self.vcpu.intercept.off(_ISR, write=False)
+            self.vcpu.intercept.prune()
+            self._armed = False
         for h in self._site_hooks.values():
             uc.hook_del(h)
         self._site_hooks.clear()
 
     def watch(self, address: int) -> None:
         """Hook one `msr daifclr` / `esb` site (only while armed)."""
-        if self._hooks and address not in self._site_hooks:
+        if self._armed and address not in self._site_hooks:
             uc = self.vcpu.uc
             self._site_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
             uc.ctl_remove_cache(address, address + 4)
 
-    def _on_msr(self, uc: Uc, reg: int, cp_reg: object, _ud: object) -> bool:
-        try:
-            enc = _cp(cp_reg)
-            vcpu = self.vcpu
-            if vcpu.sysregs.handles(enc):
-                vcpu.sysregs.write(enc, 0 if reg in _XZR_IDS else cp_reg.val)  # type: ignore[attr-defined]
-                uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
-                return True
-            if enc != _DAIF or self.pending_iss is None:
-                return False
-            pstate = vcpu.pstate()
-            if ps.el(pstate) == 0 and not vcpu.uc.cpr_read(*SYSREGS["SCTLR_EL1"]) & _SCTLR_UMA:
-                return False  # EL0 without SCTLR_EL1.UMA: Unicorn makes it UNDEFINED
-            value = 0 if reg in _XZR_IDS else cp_reg.val  # type: ignore[attr-defined]
-            new = (pstate & ~ps.DAIF) | (value & ps.DAIF)
-            if self.masked(new):
-                return False
-            # `msr daif, xN` clears A: the write retires, then the SError is taken at the
-            # next instruction boundary (ELR = the next instruction, SPSR = the new PSTATE).
-            # A PC written from an instruction hook is ignored, but Unicorn ends the block
-            # after an MSR: stop there and enter the vector from the run loop.
-            after = uc.reg_read(A.UC_ARM64_REG_PC) + 4
-            vcpu._pause_then(lambda: self.take(after, new))
-            return True
-        except Exception:
-            self.vcpu._host_error("MSR hook")
-            return True
-
-    def _on_mrs(self, uc: Uc, reg: int, cp_reg: object, _ud: object) -> bool:
-        try:
-            enc = _cp(cp_reg)
-            vcpu = self.vcpu
-            if vcpu.sysregs.handles(enc):
-                if reg not in _XZR_IDS:
-                    uc.reg_write(reg, vcpu.sysregs.read(enc))
-                uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
-                return True
-            if enc == _ISR and self.pending_iss is not None:
-                # ISR_EL1.A (bit 8) reads 1 while a virtual SError is pending (QEMU isr_read).
-                if reg not in _XZR_IDS:
-                    uc.reg_write(reg, uc.cpr_read(*_ISR) | ps.A)
-                return True
+    def _on_daif_write(self, _reg: SysReg, value: int) -> bool:
+        """`msr daif, xN` while an SError is pending (the intercept's MSR handler)."""
+        vcpu = self.vcpu
+        uc = vcpu.uc
+        if self.pending_iss is None:
             return False
-        except Exception:
-            self.vcpu._host_error("MRS hook")
-            return True
+        pstate = vcpu.pstate()
+        if ps.el(pstate) == 0 and not uc.cpr_read(*SYSREGS["SCTLR_EL1"]) & _SCTLR_UMA:
+            return False  # EL0 without SCTLR_EL1.UMA: Unicorn makes it UNDEFINED
+        new = (pstate & ~ps.DAIF) | (value & ps.DAIF)
+        if self.masked(new):
+            return False
+        # `msr daif, xN` clears A: the write retires, then the SError is taken at the
+        # next instruction boundary (ELR = the next instruction, SPSR = the new PSTATE).
+        # A PC written from an instruction hook is ignored, but Unicorn ends the block
+        # after an MSR: stop there and enter the vector from the run loop.
+        after = uc.reg_read(A.UC_ARM64_REG_PC) + 4
+        vcpu._pause_then(lambda: self.take(after, new))
+        return True
+
+    def _on_isr_read(self, _reg: SysReg) -> int | None:
+        """ISR_EL1.A (bit 8) reads 1 while a virtual SError is pending (QEMU isr_read)."""
+        if self.pending_iss is None:
+            return None
+        return self.vcpu.uc.cpr_read(*_ISR) | ps.A
 
     def _on_site(self, uc: Uc, address: int, size: int, _ud: object) -> None:
         try:

@@ -105,6 +105,7 @@ def restore_vcpu_state(vcpu: "Vcpu", state: dict[str, Any]) -> None:
 
 def save(vm: "Vm") -> bytes:
     """Serialise `vm` (memory, configuration, every vCPU). The vCPUs must not be running."""
+    from .virt import machine_state
     for v in vm.vcpus:
         v._refuse_while_running("snapshot the Vm")
     blobs = [zlib.compress(bytes(r.buffer), 1) for r in vm.memory.ram]
@@ -127,6 +128,7 @@ def save(vm: "Vm") -> bytes:
     }
     if vm.ghes is not None:
         header["ghes"] = vm.ghes.state()
+    header.update(machine_state(vm))  # GIC, generic timers, ID registers (sandbox.virt)
     head = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -136,6 +138,7 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     """Rebuild a Vm from `save()` output. MMIO devices are host objects: pass them by the
     name they were registered under (a snapshot only records where they were)."""
     from .hyp.smccc import Conduit
+    from .virt import GIC_REGION_NAMES, restore_machine_state
     from .vm import Vm
 
     if len(data) < len(MAGIC) + 12 or data[: len(MAGIC)] != MAGIC:
@@ -168,6 +171,8 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     devices = devices or {}
     present = {r.name: r.device for r in vm.memory.mmio}
     for d in header["devices"]:
+        if d["name"] in GIC_REGION_NAMES and header.get("gic") is not None:
+            continue  # the GIC is rebuilt with its state below
         device = present.get(d["name"]) or devices.get(d["name"])
         if device is None:
             raise kvm_error(EINVAL, f"snapshot has device {d['name']!r}: pass it in `devices`")
@@ -185,4 +190,5 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     if header.get("ghes") is not None:
         from .ras.ghes import FirmwareFirst
         FirmwareFirst.restore(vm, header["ghes"])
+    restore_machine_state(vm, header)
     return vm

@@ -16,8 +16,10 @@ an unknown system register access.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .arch.sysreg import SYSREGS, SysReg
+from .idregs import is_group3
 
 _RAZ_WI = {SYSREGS[n] for n in (
     "ERRIDR_EL1", "ERRSELR_EL1", "ERXFR_EL1", "ERXCTLR_EL1", "ERXSTATUS_EL1", "ERXADDR_EL1",
@@ -34,13 +36,19 @@ class EmulatedSysRegs:
     ras: bool = True
     disr_el1: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    # The guest's ID registers (sandbox.idregs): trapped with HCR_EL2.TID3, read from here.
+    id_view: "Callable[[SysReg], int] | None" = field(default=None, repr=False, compare=False)
 
     def handles(self, reg: SysReg) -> bool:
+        if self.id_view is not None and is_group3(reg):
+            return True  # an MSR to one is ignored (read-only registers)
         return self.ras and (reg == DISR_EL1 or reg in _RAZ_WI)
 
     def read(self, reg: SysReg) -> int:
         if reg == DISR_EL1:
             return self.disr_el1
+        if self.id_view is not None and is_group3(reg):
+            return self.id_view(reg)
         return 0
 
     def write(self, reg: SysReg, value: int) -> None:

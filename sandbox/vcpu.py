@@ -28,7 +28,6 @@ from .arch import pstate as ps
 from .arch import esr as E
 from .arch.decode import effective_address
 from .arch.esr import EC, ec_of, syn_illegal_state
-from .arch.mmu import SCTLR_M, TranslationRegime, translate
 from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
 from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
@@ -40,10 +39,14 @@ from .events import VcpuEvents
 from .guest_debug import GuestDebug
 from .events import validate as validate_events
 from .serror import SErrorGate, default_vserror_iss
+from .sysreg_intercept import SysregIntercept
 from .sysregs import EmulatedSysRegs
 from .traps import Access, Trap, TrapKind, classify_fault, classify_interrupt, guest_exception
+from .vmem import translate as vmem_translate
 
 if TYPE_CHECKING:
+    from .irq import InterruptGate
+    from .timer import GenericTimer
     from .vm import Vm
 
 _X_IDS = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
@@ -67,7 +70,6 @@ _DIRECT["fp"] = A.UC_ARM64_REG_X29
 _SPSR_EL1 = SYSREGS["SPSR_EL1"]
 _SCTLR_EL1 = SYSREGS["SCTLR_EL1"]
 _TPIDR_EL0 = SYSREGS["TPIDR_EL0"]
-_TCR_EL1 = SYSREGS["TCR_EL1"]
 
 def _is_call(esr: int | None) -> bool:
     """SVC/HVC/SMC are deliberate calls: repeating one is the guest's choice, not a storm."""
@@ -100,7 +102,7 @@ class Vcpu:
         self.index = index
         self.mpidr = mpidr
         self.features = CpuFeatures()
-        self.sysregs = EmulatedSysRegs(ras=vm.ras)
+        self.sysregs = EmulatedSysRegs(ras=vm.ras, id_view=lambda reg: vm.id_registers.trapped_read(reg, self))
         self._running = False
         self._stop: _Stop | None = None
         self._storm_key: tuple[int, int, int] | None = None
@@ -108,7 +110,10 @@ class Vcpu:
         self._eret_hooks: dict[int, int] = {}
         self._in_emulation = False
         self._counting = False  # whether the last emu_start counted instructions
+        self.intercept = SysregIntercept(self)  # the one MRS/MSR hook of this vCPU (sandbox.sysreg_intercept)
         self.serror = SErrorGate(self)
+        self.irq: InterruptGate | None = None  # IRQ/FIQ lines, once the Vm has a GIC
+        self.timer: GenericTimer | None = None  # deterministic time (sandbox.timer), when attached
         self._mmio_pending: tuple[Exit, Any] | None = None
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
@@ -144,6 +149,8 @@ class Vcpu:
 
     def _map_mmio(self, region: Any) -> None:
         dev = region.device
+        if hasattr(dev, "for_vcpu"):  # banked registers (GIC): this vCPU's own view
+            dev = dev.for_vcpu(self)
 
         def rd(uc: Uc, offset: int, size: int, _ud: object) -> int:
             try:
@@ -172,32 +179,19 @@ class Vcpu:
     def write_memory(self, address: int, data: bytes) -> None:
         self.vm.memory.write(address, data)
 
-    def translate(self, va: int) -> int | None:
-        """The guest-physical address a virtual address maps to through the guest's own
-        stage-1 tables (EL1&0 regime), or None if it is not mapped. With SCTLR_EL1.M = 0 it
-        is the address itself."""
-        uc = self.uc
-        sctlr = uc.cpr_read(*_SCTLR_EL1)
-        if not sctlr & SCTLR_M:
-            return va
-        regime = TranslationRegime(sctlr, uc.cpr_read(*_TCR_EL1), uc.reg_read(A.UC_ARM64_REG_TTBR0_EL1),
-                                   uc.reg_read(A.UC_ARM64_REG_TTBR1_EL1))
-        return translate(va, regime, self._read_descriptor)
-
-    def _read_descriptor(self, pa: int) -> int | None:
-        try:
-            return int.from_bytes(self.vm.memory.read(pa, 8), "little")
-        except OSError:
-            return None
+    def translate(self, va: int, *, fetch: bool = False) -> int | None:
+        """The guest-physical address virtual address `va` maps to in the current translation
+        regime (for an instruction fetch when `fetch`), or None where the guest's tables do
+        not map it; the address itself with the MMU off (sandbox.vmem: the engine's walk)."""
+        return vmem_translate(self.uc, va, fetch=fetch)
 
     def _fetch(self, address: int) -> int | None:
-        """The instruction word at virtual address `address` (Unicorn's mem_read is
-        physical: with the MMU on the address goes through the guest's tables first)."""
-        pa = self.translate(address)
-        if pa is None:
+        """The instruction word at virtual address `address` (through the guest's MMU)."""
+        physical = self.translate(address, fetch=True)
+        if physical is None:
             return None
         try:
-            return int.from_bytes(self.uc.mem_read(pa, 4), "little")
+            return int.from_bytes(self.uc.mem_read(physical, 4), "little")
         except UcError:
             return None
 
@@ -212,6 +206,7 @@ class Vcpu:
         uc.cpr_write(*SYSREGS["HCR_EL2"], HCR_RW)
         # MPIDR_EL1 reads VMPIDR_EL2 at EL1 when EL2 is implemented (Arm ARM D17.2.101).
         uc.cpr_write(*SYSREGS["VMPIDR_EL2"], self.mpidr | (1 << 31))
+        self.vm.id_registers.apply(self)  # the ID registers the host chose (sandbox.idregs)
         uc.reg_write_batch([(rid, 0) for rid in _X_IDS])
         self.set_pstate(RESET_PSTATE)
         self.sysregs.disr_el1 = 0
@@ -245,6 +240,8 @@ class Vcpu:
         if key == "pstate":
             return self.pstate()
         enc = self._sysreg(name)
+        if self.vm.id_registers.owns(enc):
+            return self.vm.id_registers.read(enc, self)
         if self.sysregs.handles(enc):
             return self.sysregs.read(enc)
         return self.uc.cpr_read(*enc)
@@ -263,6 +260,9 @@ class Vcpu:
             self.set_pstate(value)
             return
         enc = self._sysreg(name)
+        if self.vm.id_registers.owns(enc):  # KVM's writable ID registers
+            self.vm.id_registers.set(enc, value, self)
+            return
         if self.sysregs.handles(enc):
             self.sysregs.write(enc, value)
             return
@@ -393,7 +393,10 @@ class Vcpu:
         uc.cpr_write(*_SPSR_EL1, entry.spsr)
         uc.reg_write(A.UC_ARM64_REG_PSTATE, entry.pstate)
         uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))  # hflags rebuild (unicorn #2333)
-        uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
+        if uc.reg_read(A.UC_ARM64_REG_PC) != entry.pc:
+            # (Already there when Unicorn made the entry itself, sandbox.irq: a PC write
+            # from a code hook would restart the instruction and count it twice.)
+            uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
         if self.vm.observers:
             self.vm.notify("exception", self, entry.elr, entry=entry)
         if self.guest_debug.control:
@@ -769,32 +772,45 @@ class Vcpu:
                                 instructions=retired if remaining is not None else None)
                 micros = max(1, int(left * 1e6))
             self._stop = None
+            if self.timer is not None:
+                self.timer.update()  # a compare value reached: the timer's PPI goes high
             if self.serror.pending and self.serror.deliver_if_unmasked() and self._stop is not None:
                 return self._stop.exit  # type: ignore[return-value]
             self.serror.settle()
+            if self.irq is not None:
+                self.irq.settle()  # the vector hooks follow the IRQ/FIQ lines (sandbox.irq)
+            count = remaining or 0
+            if self.timer is not None:  # always counted: stop where the next timer fires
+                count = self.timer.instructions_until_event(count)
+            elif self.irq is not None and not count:
+                count = icount.UNBOUNDED  # counted: interrupts stop it at exact boundaries
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             error: UcError | None = None
             self._in_emulation = True
             try:
-                self._emu_start(pc, timeout=micros, count=remaining or 0)
+                self._emu_start(pc, timeout=micros, count=count)
             except UcError as e:
                 error = e
             finally:
                 self._in_emulation = False
             stop = self._stop
-            if remaining is not None:
+            limit_reached = False
+            if count:
                 started = icount.started_instructions(uc)
                 if started is not None:
-                    done = min(started, remaining)
+                    limit = icount.run_limit(uc) or count  # a hook may have lowered it
+                    done = min(started, limit)
                     # An instruction that faulted (abort, UNDEFINED...) was started but did
                     # not retire; SVC/HVC/SMC complete before their trap.
                     # An instruction breakpoint (KVM_EXIT_DEBUG) stops before its instruction.
                     if (stop is not None and (stop.trap is not None or (
                             stop.exit is not None and stop.exit.reason is ExitReason.DEBUG))
-                            and done and started <= remaining):
+                            and done and started <= limit):
                         done -= 1
+                    limit_reached = started > limit
                     retired += done
-                    remaining -= done
+                    if remaining is not None:
+                        remaining -= done
                     self.instructions += done
             if stop is not None and stop.exit is None and stop.trap is None:
                 if stop.then is not None:  # a hook left work for the loop (_pause_then)
@@ -820,8 +836,8 @@ class Vcpu:
             if error is not None:
                 return Exit(ExitReason.INTERNAL_ERROR, uc.reg_read(A.UC_ARM64_REG_PC), internal=InternalErrorExit(
                     InternalErrorSuberror.EMULATION, f"Unicorn: {error}"))
-            if remaining == 0:
-                continue
+            if remaining == 0 or limit_reached:
+                continue  # a budget or a timer event: the top of the loop handles it
             if deadline is not None and time.monotonic() >= deadline:
                 continue
             # Unicorn returned on its own: WFI halts the CPU (QEMU EXCP_HLT).
@@ -834,5 +850,11 @@ class Vcpu:
 
     def _wakeup_pending(self) -> bool:
         """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks
-        it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2)."""
-        return self.serror.pending
+        it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2), and so does an
+        asserted IRQ/FIQ; with a timer armed, time passes until it fires."""
+        if self.serror.pending or (self.irq is not None and self.irq.pending):
+            return True
+        while self.timer is not None and self.timer.skip_idle():
+            if self.irq is not None and self.irq.pending:
+                return True
+        return False

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Literal, TextIO
 
+from . import memmap
 from .arch import decode
 from .asm import Program
 from .devices.pl011 import PL011, PL011_BASE, PL011_SIZE
 from .firmware import ExceptionRecord, exception_records
 from .hyp import Hypervisor
+from .idregs import IdRegisters
 from .hyp.smccc import Conduit
 from .kvm import EBUSY, EINVAL, Cap, kvm_error
 from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
@@ -24,7 +26,7 @@ from .semihosting import Semihosting
 from .symbols import Symbolizer
 from .vcpu import Vcpu
 
-RAM_BASE = 0x40000000  # QEMU virt's RAM base
+RAM_BASE = memmap.RAM_BASE  # QEMU virt's RAM base
 DEFAULT_RAM_SIZE = 64 << 20
 UnbackedPolicy = Literal["abort", "exit"]
 
@@ -65,6 +67,9 @@ class Vm:
         if ras:
             self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
         self.enabled_caps: set[Cap] = set()
+        self.id_registers = IdRegisters(self)  # what the guest reads in MIDR/MPIDR/ID_AA64* (sandbox.idregs)
+        # `raise_(intid, mpidr)` / `lower(intid, mpidr)`: the GIC (sandbox.devices.gic) once created.
+        self.interrupt_controller: object | None = None
         self.observers: list[Observer] = []  # see sandbox.observe
         self.poisoned = PoisonMap()
         self.ghes = None  # sandbox.ras.ghes.FirmwareFirst, when the machine has firmware-first RAS
@@ -175,10 +180,26 @@ class Vm:
             raise kvm_error(EINVAL, f"capability {Cap(cap).name} is not offered")
         self.enabled_caps.add(Cap(cap))
 
+    # -- interrupts ----------------------------------------------------------------------
+
+    def raise_interrupt(self, intid: int, mpidr: int | None = None) -> None:
+        """Drive interrupt `intid` high (KVM_IRQ_LINE): SGI 0-15, PPI 16-31 on the vCPU
+        `mpidr` names (None: vCPU 0), SPI 32-1019. Goes to the interrupt controller."""
+        if self.interrupt_controller is not None:
+            self.interrupt_controller.raise_(intid, mpidr)  # type: ignore[attr-defined]
+
+    def lower_interrupt(self, intid: int, mpidr: int | None = None) -> None:
+        """Drive interrupt `intid` low."""
+        if self.interrupt_controller is not None:
+            self.interrupt_controller.lower(intid, mpidr)  # type: ignore[attr-defined]
+
     # -- vCPUs ---------------------------------------------------------------------------
 
     def create_vcpu(self, mpidr: int | None = None) -> Vcpu:
         """KVM_CREATE_VCPU. MPIDR defaults to Aff0 = the vCPU index."""
+        if getattr(self.interrupt_controller, "initialized", False):
+            # As KVM after KVM_DEV_ARM_VGIC_CTRL_INIT: the GIC is sized for its vCPUs.
+            raise kvm_error(EBUSY, "the interrupt controller is initialized: no more vCPUs")
         index = len(self.vcpus)
         vcpu = Vcpu(self, index, index if mpidr is None else mpidr)
         self.vcpus.append(vcpu)

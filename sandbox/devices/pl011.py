@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TextIO
 
-PL011_BASE = 0x09000000
-PL011_SIZE = 0x1000
+from ..memmap import UART_BASE, UART_SIZE
+
+PL011_BASE = UART_BASE
+PL011_SIZE = UART_SIZE
 
 UARTDR = 0x000
 UARTRSR = 0x004
