@@ -31,10 +31,12 @@ from .arch.esr import EC, ec_of, syn_illegal_state
 from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
 from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
-from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, NisvExit, SeaExit, SystemEventExit
+from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, NisvExit, SeaExit
+from .hyp.result import CallResult
 from .hyp.smccc import Conduit
 from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
 from .mmio import data_abort_iss, loaded_value, nisv_iss
+from .rawregs import PC_SLOT, CallRegisters, ContextRegisters, translate
 from .events import VcpuEvents
 from .events import validate as validate_events
 from .serror import SErrorGate
@@ -63,6 +65,7 @@ _DIRECT["lr"] = A.UC_ARM64_REG_X30
 _DIRECT["fp"] = A.UC_ARM64_REG_X29
 
 _SPSR_EL1 = SYSREGS["SPSR_EL1"]
+_SP_BANK = {False: A.UC_ARM64_REG_SP_EL0, True: A.UC_ARM64_REG_SP_EL1}  # SP_ELx of (EL1 and SPSel)
 _SCTLR_EL1 = SYSREGS["SCTLR_EL1"]
 _TPIDR_EL0 = SYSREGS["TPIDR_EL0"]
 
@@ -110,8 +113,12 @@ class Vcpu:
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
         self.last_exit: Exit | None = None
+        self.sdei_check = False  # the SDEI dispatcher may have an event to deliver here (hyp/sdei*)
+        self._hypercall_pending: Exit | None = None  # a KVM_EXIT_HYPERCALL awaiting its x0-x3
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
+        self._call_regs = CallRegisters(self.uc, vm.memory)
+        self._context_regs = ContextRegisters(self.uc)
         # `until` is never used: the loop stops through hooks, budgets and exits only.
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
@@ -190,9 +197,19 @@ class Vcpu:
 
     def set_pstate(self, value: int) -> None:
         """Write PSTATE and make Unicorn notice a new EL: a PSTATE write alone does not
-        rebuild the cached hflags until a CP-register write (unicorn #2333)."""
-        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
-        self.uc.cpr_write(*_TPIDR_EL0, self.uc.cpr_read(*_TPIDR_EL0))
+        rebuild the cached hflags until a CP-register write (unicorn #2333). The stack
+        pointer is banked as an EL/SPSel change does it (QEMU aarch64_save_sp/restore_sp):
+        Unicorn keeps only the live SP and would otherwise carry it into the new mode."""
+        uc = self.uc
+        old = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        old_bank = _SP_BANK[ps.el(old) == 1 and ps.sp_sel(old)]
+        new_bank = _SP_BANK[ps.el(value) == 1 and bool(ps.sp_sel(value))]
+        if old_bank != new_bank:
+            uc.reg_write(old_bank, uc.reg_read(A.UC_ARM64_REG_SP))
+        uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
+        uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))
+        if old_bank != new_bank:
+            uc.reg_write(A.UC_ARM64_REG_SP, uc.reg_read(new_bank))
 
     def pstate(self) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
@@ -331,9 +348,13 @@ class Vcpu:
     # -- exception entry ------------------------------------------------------------------
 
     def take_exception(self, kind: ExceptionKind, esr: int | None, preferred_return: int,
-                       far: int | None = None, from_pstate: int | None = None) -> ExceptionEntry:
+                       far: int | None = None, from_pstate: int | None = None,
+                       target: int | None = None) -> ExceptionEntry:
         """Enter the guest's EL1 vector for an exception (AArch64.TakeException) and write
-        ESR/FAR/ELR/SPSR/PSTATE/PC. Every exception the guest takes comes through here."""
+        ESR/FAR/ELR/SPSR/PSTATE/PC. Every exception the guest takes comes through here.
+        `target` replaces the vector address for an entry "as if a synchronous exception
+        were taken" at a given address (SDEI COMPLETE_AND_RESUME, DEN0054C 5.2.2); such a
+        deliberate resume is never counted as an exception storm."""
         uc = self.uc
         if from_pstate is None:
             from_pstate = self.pstate()
@@ -341,7 +362,9 @@ class Vcpu:
             kind=kind, from_pstate=from_pstate, preferred_return=preferred_return,
             vbar=uc.reg_read(A.UC_ARM64_REG_VBAR_EL1), sctlr_el1=uc.cpr_read(*_SCTLR_EL1),
             esr=esr, far=far, features=self.features)
-        if self._storm(entry):
+        if target is not None:
+            entry = dataclasses.replace(entry, pc=target)
+        elif self._storm(entry):
             return entry
         if entry.esr is not None:
             uc.reg_write(A.UC_ARM64_REG_ESR_EL1, entry.esr)
@@ -349,8 +372,7 @@ class Vcpu:
             uc.reg_write(A.UC_ARM64_REG_FAR_EL1, entry.far)
         uc.reg_write(A.UC_ARM64_REG_ELR_EL1, entry.elr)
         uc.cpr_write(*_SPSR_EL1, entry.spsr)
-        uc.reg_write(A.UC_ARM64_REG_PSTATE, entry.pstate)
-        uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))  # hflags rebuild (unicorn #2333)
+        self.set_pstate(entry.pstate)  # hflags rebuild (unicorn #2333) and the SP_EL1 bank
         uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
         if self.vm.observers:
             self.vm.notify("exception", self, entry.elr, entry=entry)
@@ -576,14 +598,61 @@ class Vcpu:
             InternalErrorSuberror.UNHANDLED_TRAP, f"{trap.detail} at {trap.pc:#x}: {text}")))
 
     def _hypercall(self, conduit: Conduit) -> None:
-        uc = self.uc
-        pc = uc.reg_read(A.UC_ARM64_REG_PC)
-        insn = self._fetch(pc - 4) or 0
-        result = self.vm.hypervisor.call(self, conduit, (insn >> 5) & 0xFFFF, uc.reg_read(A.UC_ARM64_REG_X0))
+        """An HVC/SMC: the shim decides what it does (hyp.dispatch), the vCPU applies it.
+        The common answer is a bare x0; anything else is a CallResult."""
+        calls = self._call_regs
+        regs = calls.read()
+        result = self.vm.hypervisor.call(self, conduit, regs, calls.immediate(regs[PC_SLOT]))
+        if result.__class__ is int:
+            calls.write_x0(result)  # type: ignore[arg-type]
+        else:
+            self._apply_call(result)  # type: ignore[arg-type]
+        if self.sdei_check:
+            self._deliver_sdei()
+
+    def _apply_call(self, result: CallResult) -> None:
+        """Apply what the shim decided: return registers, a context switch (SDEI dispatch
+        or COMPLETE), an exception-like entry (COMPLETE_AND_RESUME), an exit."""
         if result.regs:
-            uc.reg_write_batch(list(zip(_X_IDS, result.regs)))
-        if result.system_event is not None:
-            self._stop_with(Exit(ExitReason.SYSTEM_EVENT, pc, system_event=SystemEventExit(result.system_event)))
+            self.uc.reg_write_batch(list(zip(_X_IDS, result.regs)))
+        if result.context is not None:
+            self.switch_context(result.context)
+        if result.resume is not None:
+            r = result.resume
+            self.take_exception(r.kind, None, r.elr, from_pstate=r.from_pstate, target=r.target)
+        if result.exit is not None:
+            if result.exit.reason is ExitReason.HYPERCALL:
+                self._hypercall_pending = result.exit
+            self._stop_with(result.exit)
+        if result.reschedule:
+            self.vm.scheduler.power_changed(self)
+
+    def switch_context(self, context: Any) -> None:
+        """Load x0-x17, PC and PSTATE (a hyp.dispatch.GuestContext): the documented sibling
+        of take_exception for SDEI. A handler entry's PSTATE is computed by
+        arch.exception.entry_pstate (hyp/sdei_delivery.py), the rule every exception entry
+        follows; COMPLETE restores a saved context bit for bit. ELR/SPSR are not touched."""
+        self._context_regs.write_gprs_and_pc(context.regs, context.pc)
+        self.set_pstate(context.pstate)
+
+    def _deliver_sdei(self) -> None:
+        """Dispatch the SDEI event the shim says is due on this vCPU, if any."""
+        sdei = self.vm.hypervisor.sdei
+        choice = sdei.next_dispatch(self)
+        if choice is not None:
+            regs, pc, pstate = self._context_regs.read()
+            self._apply_call(sdei.dispatch(self, choice, regs, pc, pstate))
+
+    def translate(self, va: int, execute: bool = True) -> int | None:
+        """The guest-physical address of virtual address `va` in the EL1&0 regime as the
+        vCPU sees it now (itself with the MMU off), None if unmapped."""
+        return translate(self.uc, va, execute)
+
+    def _complete_hypercall(self) -> None:
+        """KVM_EXIT_HYPERCALL: the host's values in exit.hypercall.ret become x0-x3."""
+        pending, self._hypercall_pending = self._hypercall_pending, None
+        if pending is not None and pending.hypercall is not None:
+            self.uc.reg_write_batch(list(zip(_X_IDS, [int(v) for v in pending.hypercall.ret[:4]])))
 
     def _fault(self, trap: Trap) -> Exit | None:
         """An access to a guest-physical address with no RAM and no device."""
@@ -638,13 +707,25 @@ class Vcpu:
     def run(self, *, max_instructions: int | None = None, timeout: float | None = DEFAULT_TIME_BUDGET) -> Exit:
         """Run until the guest needs the host. `max_instructions` (exact, costs Unicorn's
         per-instruction counter) and `timeout` (seconds of wall time) bound the run."""
+        exit_ = self._run_guarded(max_instructions, timeout)
+        self.last_exit = exit_
+        if self.vm.observers:
+            self.vm.notify("exit", self, exit_.pc, exit=exit_)
+        return exit_
+
+    def _run_guarded(self, max_instructions: int | None, timeout: float | None) -> Exit:
+        """One run without the observer report (Vm.run reports once for all vCPUs)."""
         if self._running:
             raise kvm_error(EBUSY, "the vCPU is already running")
         if max_instructions is not None and max_instructions < 0:
             raise kvm_error(EINVAL, "max_instructions must be >= 0")
+        if not self.vm.hypervisor.power.start(self):
+            # PSCI: powered off (KVM_MP_STATE_STOPPED) until another vCPU's CPU_ON.
+            return Exit(ExitReason.POWERED_OFF, self.uc.reg_read(A.UC_ARM64_REG_PC), vcpu=self.index)
         self._running = True
         try:
             self._complete_mmio()
+            self._complete_hypercall()
             self._abort_site = None
             self._storm_key, self._storm_count = None, 0  # a storm is counted within one run
             exit_ = self._run(max_instructions, timeout)
@@ -655,9 +736,7 @@ class Vcpu:
                          internal=InternalErrorExit(InternalErrorSuberror.HOST_ERROR, traceback.format_exc(limit=8)))
         finally:
             self._running = False
-        self.last_exit = exit_
-        if self.vm.observers:
-            self.vm.notify("exit", self, exit_.pc, exit=exit_)
+        exit_.vcpu = self.index
         return exit_
 
     def _run(self, max_instructions: int | None, timeout: float | None) -> Exit:
@@ -676,6 +755,8 @@ class Vcpu:
                                 instructions=retired if remaining is not None else None)
                 micros = max(1, int(left * 1e6))
             self._stop = None
+            if self.sdei_check:
+                self._deliver_sdei()  # SDEI events are not masked by PSTATE (DEN0054C: from EL2/EL3)
             if self.serror.pending and self.serror.deliver_if_unmasked() and self._stop is not None:
                 return self._stop.exit  # type: ignore[return-value]
             self.serror.settle()
@@ -738,5 +819,6 @@ class Vcpu:
 
     def _wakeup_pending(self) -> bool:
         """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks
-        it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2)."""
-        return self.serror.pending
+        it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2); so does an SDEI event
+        due on this vCPU (an interrupt routed to EL2/EL3 is a wake-up event too)."""
+        return self.serror.pending or (self.sdei_check and self.vm.hypervisor.sdei.next_dispatch(self) is not None)

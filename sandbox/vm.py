@@ -15,23 +15,27 @@ from .devices.pl011 import PL011, PL011_BASE, PL011_SIZE
 from .firmware import ExceptionRecord, exception_records
 from .hyp import Hypervisor
 from .hyp.smccc import Conduit
-from .kvm import EBUSY, EINVAL, Cap, kvm_error
+from .exits import Exit
+from .kvm import EBUSY, EEXIST, EINVAL, ENXIO, Cap, kvm_error
 from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
 from .observe import Event, Observer
 from .poison import PoisonMap
 from .quirks import check_quirks
+from .smp import DEFAULT_QUANTUM, DEFAULT_TIME_BUDGET, Scheduler
 from .vcpu import Vcpu
 
 RAM_BASE = 0x40000000  # QEMU virt's RAM base
 DEFAULT_RAM_SIZE = 64 << 20
 UnbackedPolicy = Literal["abort", "exit"]
+KVM_MAX_VCPUS = 512  # arm64 (Linux arch/arm64/include/asm/kvm_host.h); also KVM_SDEI_MAX_VCPUS
 
 
 class Vm:
     def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = RAM_BASE,
                  unbacked: UnbackedPolicy = "abort", ras: bool = True,
                  storm_threshold: int = 64, max_ram: int = DEFAULT_MAX_RAM,
-                 psci_conduit: Conduit = Conduit.HVC, uart: bool = True, uart_echo: TextIO | None = None,
+                 psci_conduit: Conduit = Conduit.HVC, sdei_conduit: Conduit = Conduit.HVC,
+                 uart: bool = True, uart_echo: TextIO | None = None,
                  quirks: "set[str] | frozenset[str] | list[str] | tuple[str, ...]" = ()):
         """`unbacked` chooses what a guest access to an address with no RAM and no device
         does: "abort" takes a synchronous external abort in the guest (what QEMU's virt board
@@ -46,7 +50,9 @@ class Vm:
         self.unbacked_policy: UnbackedPolicy = unbacked
         self.ras = ras
         self.storm_threshold = storm_threshold
-        self.hypervisor = Hypervisor(psci_conduit)
+        self.hypervisor = Hypervisor(self, psci_conduit, sdei_conduit)  # SMCCC, PSCI, SDEI (sandbox/hyp)
+        self.scheduler = Scheduler(self)  # Vm.run (sandbox/smp.py)
+        self.interrupt_controller = None  # raise_(intid, mpidr) / lower(intid, mpidr): the GIC, if any
         self.vcpus: list[Vcpu] = []
         self.caps: dict[Cap, int] = {
             Cap.VCPU_EVENTS: 1,
@@ -55,6 +61,7 @@ class Vm:
             Cap.ARM_INJECT_EXT_DABT: 1,
             Cap.ARM_NISV_TO_USER: 1,
             Cap.ARM_SEA_TO_USER: 1,
+            Cap.ARM_SDEI: 1,
         }
         if ras:
             self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
@@ -170,9 +177,75 @@ class Vm:
     def create_vcpu(self, mpidr: int | None = None) -> Vcpu:
         """KVM_CREATE_VCPU. MPIDR defaults to Aff0 = the vCPU index."""
         index = len(self.vcpus)
-        vcpu = Vcpu(self, index, index if mpidr is None else mpidr)
+        if index >= KVM_MAX_VCPUS:
+            raise kvm_error(EINVAL, f"a Vm has at most KVM_MAX_VCPUS = {KVM_MAX_VCPUS} vCPUs")
+        mpidr = index if mpidr is None else mpidr
+        if any(v.mpidr & 0xFF00FFFFFF == mpidr & 0xFF00FFFFFF for v in self.vcpus):
+            raise kvm_error(EEXIST, f"a vCPU with MPIDR affinity {mpidr:#x} exists already")
+        vcpu = Vcpu(self, index, mpidr)
         self.vcpus.append(vcpu)
+        self.hypervisor.add_vcpu(vcpu)  # power state (vCPU 0 on, the rest off) and SDEI PE state
         return vcpu
+
+    def run(self, *, max_instructions: int | None = None, timeout: float | None = DEFAULT_TIME_BUDGET,
+            quantum: int = DEFAULT_QUANTUM) -> Exit:
+        """Run every powered-on vCPU, round-robin, `quantum` guest instructions per turn,
+        until one needs the host; Exit.vcpu says which (sandbox/smp.py)."""
+        return self.scheduler.run(max_instructions=max_instructions, timeout=timeout, quantum=quantum)
+
+    # -- interrupts --------------------------------------------------------------------------
+
+    def raise_interrupt(self, intid: int, mpidr: int | None = None) -> None:
+        """Assert interrupt `intid` (GIC numbering: SGI 0-15, PPI 16-31 per vCPU, chosen by
+        `mpidr` (None: vCPU 0), SPI 32-1019). An INTID bound to a registered SDEI event is
+        SDEI's: the event becomes pending. Anything else goes to `interrupt_controller`;
+        with none set, there is nothing to deliver it to: OSError(ENXIO), as KVM_IRQ_LINE
+        for a PPI/SPI on a VM without an in-kernel irqchip."""
+        pe = self._interrupt_pe(intid, mpidr)
+        sdei = self.hypervisor.sdei
+        ev = sdei.claims(intid, pe)
+        if ev is not None:
+            sdei.pend(ev, pe)
+        elif self.interrupt_controller is not None:
+            self.interrupt_controller.raise_(intid, mpidr)
+        else:
+            raise kvm_error(ENXIO, f"INTID {intid} is not bound to a registered SDEI event and the Vm has "
+                                   "no interrupt controller")
+
+    def lower_interrupt(self, intid: int, mpidr: int | None = None) -> None:
+        """Deassert `intid`: an SDEI event it made pending and that has not been dispatched
+        yet is withdrawn (level-sensitive); otherwise the interrupt controller is told."""
+        pe = self._interrupt_pe(intid, mpidr)
+        sdei = self.hypervisor.sdei
+        ev = sdei.claims(intid, pe)
+        if ev is not None:
+            sdei.withdraw(ev, pe)
+        elif self.interrupt_controller is not None:
+            self.interrupt_controller.lower(intid, mpidr)
+        else:
+            raise kvm_error(ENXIO, f"INTID {intid} is not bound to a registered SDEI event and the Vm has "
+                                   "no interrupt controller")
+
+    def _interrupt_pe(self, intid: int, mpidr: int | None) -> int:
+        """The vCPU index an SGI/PPI is for (0 for SPIs, whose routing is not the host's)."""
+        if not isinstance(intid, int) or not 0 <= intid <= 0xFFFFFFFF:
+            raise kvm_error(EINVAL, f"INTID {intid!r} is not a 32-bit interrupt number")
+        if intid >= 32 or mpidr is None:
+            return 0
+        for v in self.vcpus:
+            if v.mpidr & 0xFF00FFFFFF == mpidr & 0xFF00FFFFFF:
+                return v.index
+        raise kvm_error(EINVAL, f"no vCPU has MPIDR {mpidr:#x}")
+
+    # -- the hypercall filter ------------------------------------------------------------------
+
+    def set_smccc_filter(self, base: int, nr_functions: int, action: int) -> None:
+        """KVM_ARM_VM_SMCCC_FILTER: `action` (hyp.filter.FilterAction: HANDLE, DENY,
+        FWD_TO_USER) for function IDs [base, base + nr_functions). Errors as KVM: EEXIST for
+        an overlap (with another range or the Arm Architecture calls), EINVAL for a bad
+        range or action, EBUSY once a vCPU has run."""
+        from .hyp.filter import KvmSmcccFilter
+        self.hypervisor.set_smccc_filter(KvmSmcccFilter(base, nr_functions, action))
 
     # -- snapshots --------------------------------------------------------------------------
 
