@@ -121,6 +121,7 @@ def save(vm: "Vm") -> bytes:
         "eret_sites": [_hex(a) for a in sorted(vm.eret_sites)],
         "gate_sites": [_hex(a) for a in sorted(vm.gate_sites)],
         "vcpus": [vcpu_state(v) for v in vm.vcpus],
+        "hyp": vm.hypervisor.state(),  # PSCI power, SMCCC filter, SDEI, scheduler (sandbox/hyp)
     }
     head = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs)
@@ -175,4 +176,6 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
     for state in header["vcpus"]:
         vcpu = vm.create_vcpu(int(state["mpidr"], 16))
         restore_vcpu_state(vcpu, state)
+    if "hyp" in header:
+        vm.hypervisor.restore(header["hyp"])
     return vm

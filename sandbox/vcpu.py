@@ -33,10 +33,9 @@ from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
 from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, NisvExit, SeaExit
 from .hyp.result import CallResult
-from .hyp.smccc import Conduit
 from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
 from .mmio import data_abort_iss, loaded_value, nisv_iss
-from .rawregs import PC_SLOT, CallRegisters, ContextRegisters, translate
+from .rawregs import CallRegisters, ContextRegisters, PstateWriter, translate
 from .events import VcpuEvents
 from .events import validate as validate_events
 from .serror import SErrorGate
@@ -65,7 +64,6 @@ _DIRECT["lr"] = A.UC_ARM64_REG_X30
 _DIRECT["fp"] = A.UC_ARM64_REG_X29
 
 _SPSR_EL1 = SYSREGS["SPSR_EL1"]
-_SP_BANK = {False: A.UC_ARM64_REG_SP_EL0, True: A.UC_ARM64_REG_SP_EL1}  # SP_ELx of (EL1 and SPSel)
 _SCTLR_EL1 = SYSREGS["SCTLR_EL1"]
 _TPIDR_EL0 = SYSREGS["TPIDR_EL0"]
 
@@ -119,6 +117,7 @@ class Vcpu:
         self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
         self._call_regs = CallRegisters(self.uc, vm.memory)
         self._context_regs = ContextRegisters(self.uc)
+        self._pstate_writer = PstateWriter(self.uc)
         # `until` is never used: the loop stops through hooks, budgets and exits only.
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
@@ -196,20 +195,10 @@ class Vcpu:
         self._storm_key, self._storm_count = None, 0
 
     def set_pstate(self, value: int) -> None:
-        """Write PSTATE and make Unicorn notice a new EL: a PSTATE write alone does not
-        rebuild the cached hflags until a CP-register write (unicorn #2333). The stack
-        pointer is banked as an EL/SPSel change does it (QEMU aarch64_save_sp/restore_sp):
-        Unicorn keeps only the live SP and would otherwise carry it into the new mode."""
-        uc = self.uc
-        old = uc.reg_read(A.UC_ARM64_REG_PSTATE)
-        old_bank = _SP_BANK[ps.el(old) == 1 and ps.sp_sel(old)]
-        new_bank = _SP_BANK[ps.el(value) == 1 and bool(ps.sp_sel(value))]
-        if old_bank != new_bank:
-            uc.reg_write(old_bank, uc.reg_read(A.UC_ARM64_REG_SP))
-        uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
-        uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))
-        if old_bank != new_bank:
-            uc.reg_write(A.UC_ARM64_REG_SP, uc.reg_read(new_bank))
+        """Write PSTATE as an exception entry or return would: SP banked into SP_EL0/SP_EL1
+        (QEMU aarch64_save_sp/restore_sp; Unicorn keeps only the live SP) and Unicorn's
+        cached hflags rebuilt, which a PSTATE write alone does not do (unicorn #2333)."""
+        self._pstate_writer.write(value)
 
     def pstate(self) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
@@ -428,7 +417,7 @@ class Vcpu:
     def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
         try:
             if intno == 11 or intno == 13:  # EXCP_HVC / EXCP_SMC: the hot path, kept short
-                self._hypercall(Conduit.HVC if intno == 11 else Conduit.SMC)
+                self._hypercall(intno == 13)  # the conduit: 0 HVC, 1 SMC (hyp.smccc.Conduit)
                 return
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             trap = classify_interrupt(intno, pc, self.pstate(), self._fetch)
@@ -597,16 +586,22 @@ class Vcpu:
         self._stop_with(Exit(ExitReason.INTERNAL_ERROR, trap.pc, internal=InternalErrorExit(
             InternalErrorSuberror.UNHANDLED_TRAP, f"{trap.detail} at {trap.pc:#x}: {text}")))
 
-    def _hypercall(self, conduit: Conduit) -> None:
+    def _hypercall(self, conduit: int) -> None:
         """An HVC/SMC: the shim decides what it does (hyp.dispatch), the vCPU applies it.
         The common answer is a bare x0; anything else is a CallResult."""
         calls = self._call_regs
-        regs = calls.read()
-        result = self.vm.hypervisor.call(self, conduit, regs, calls.immediate(regs[PC_SLOT]))
-        if result.__class__ is int:
-            calls.write_x0(result)  # type: ignore[arg-type]
+        x = calls.x  # x0-x30 and (slot 32) PC of this CPU, read in place (sandbox/cpustate.py)
+        if x is None:
+            regs, pc = calls.read()
         else:
+            regs, pc = x, x[32]
+        result = self.vm.hypervisor.call(self, conduit, regs, pc, calls.immediate(pc))
+        if result.__class__ is not int:
             self._apply_call(result)  # type: ignore[arg-type]
+        elif x is not None:
+            x[0] = result
+        else:
+            calls.write_x0(result)  # type: ignore[arg-type]
         if self.sdei_check:
             self._deliver_sdei()
 
@@ -621,6 +616,7 @@ class Vcpu:
             r = result.resume
             self.take_exception(r.kind, None, r.elr, from_pstate=r.from_pstate, target=r.target)
         if result.exit is not None:
+            result.exit.pc = self.uc.reg_read(A.UC_ARM64_REG_PC)  # past the call (or where it resumed)
             if result.exit.reason is ExitReason.HYPERCALL:
                 self._hypercall_pending = result.exit
             self._stop_with(result.exit)
@@ -640,8 +636,8 @@ class Vcpu:
         sdei = self.vm.hypervisor.sdei
         choice = sdei.next_dispatch(self)
         if choice is not None:
-            regs, pc, pstate = self._context_regs.read()
-            self._apply_call(sdei.dispatch(self, choice, regs, pc, pstate))
+            regs, pc, pstate, sctlr = self._context_regs.read()
+            self._apply_call(sdei.dispatch(self, choice, regs, pc, pstate, sctlr))
 
     def translate(self, va: int, execute: bool = True) -> int | None:
         """The guest-physical address of virtual address `va` in the EL1&0 regime as the

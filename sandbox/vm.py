@@ -14,6 +14,7 @@ from .asm import Program
 from .devices.pl011 import PL011, PL011_BASE, PL011_SIZE
 from .firmware import ExceptionRecord, exception_records
 from .hyp import Hypervisor
+from .hyp.sdei_vmm import SdeiVmm
 from .hyp.smccc import Conduit
 from .exits import Exit
 from .kvm import EBUSY, EEXIST, EINVAL, ENXIO, Cap, kvm_error
@@ -53,6 +54,7 @@ class Vm:
         self.hypervisor = Hypervisor(self, psci_conduit, sdei_conduit)  # SMCCC, PSCI, SDEI (sandbox/hyp)
         self.scheduler = Scheduler(self)  # Vm.run (sandbox/smp.py)
         self.interrupt_controller = None  # raise_(intid, mpidr) / lower(intid, mpidr): the GIC, if any
+        self.sdei = SdeiVmm(self)  # KVM_ARM_SDEI_COMMAND (sandbox/hyp/sdei_vmm.py)
         self.vcpus: list[Vcpu] = []
         self.caps: dict[Cap, int] = {
             Cap.VCPU_EVENTS: 1,

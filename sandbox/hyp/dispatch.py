@@ -82,23 +82,33 @@ class Hypervisor:
 
     # -- the call ------------------------------------------------------------------------------
 
-    def call(self, vcpu: "Vcpu", conduit: int, regs: Any, imm: int) -> "int | CallResult":
-        """Answer one call. `regs` holds x0..x6 in slots 0..6 and the PC (past the
-        instruction) in slot 7; the answer is x0 alone, or a CallResult."""
-        fid = regs[0] & 0xFFFFFFFF
-        if imm:
-            result: int | CallResult = smccc.NOT_SUPPORTED
-        elif self.filter and (action := self.filter.action(fid)) is not FilterAction.HANDLE:
-            result = smccc.NOT_SUPPORTED if action is FilterAction.DENY else _forward(conduit, regs, fid, imm)
+    def call(self, vcpu: "Vcpu", conduit: int, regs: Any, pc: int, imm: int) -> "int | CallResult":
+        """Answer one call: `regs` holds x0..x6 (indexable from 0), `pc` is the address past
+        the instruction; the answer is x0 alone, or a CallResult. Kept short: it runs for
+        every HVC/SMC."""
+        if imm or self.filter.ranges_set:
+            result = self._unusual(vcpu, conduit, regs, pc, imm)
         else:
-            tables = self._tables or self._build_tables()
-            handler = tables[conduit].get(fid)
+            handler = (self._tables or self._build_tables())[conduit].get(regs[0] & 0xFFFFFFFF)
             result = smccc.NOT_SUPPORTED if handler is None else handler(vcpu, regs)
         if self.vm.observers:
             results = (result,) if isinstance(result, int) else (result.regs or None)
-            self.vm.notify("hypercall", vcpu, regs[7], conduit=Conduit(conduit).name, function_id=fid,
+            self.vm.notify("hypercall", vcpu, pc, conduit=Conduit(conduit).name, function_id=regs[0] & 0xFFFFFFFF,
                            args=tuple(regs[1:7]), results=results)
         return result
+
+    def _unusual(self, vcpu: "Vcpu", conduit: int, regs: Any, pc: int, imm: int) -> "int | CallResult":
+        """A non-zero immediate (SMCCC 2.9: not an SMCCC call), or the host's filter."""
+        fid = regs[0] & 0xFFFFFFFF
+        if imm:
+            return smccc.NOT_SUPPORTED
+        action = self.filter.action(fid)
+        if action is FilterAction.DENY:
+            return smccc.NOT_SUPPORTED
+        if action is FilterAction.FWD_TO_USER:
+            return _forward(conduit, regs, pc, fid, imm)
+        handler = (self._tables or self._build_tables())[conduit].get(fid)
+        return smccc.NOT_SUPPORTED if handler is None else handler(vcpu, regs)
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -137,10 +147,10 @@ def _arch_features(vcpu: "Vcpu", a: Any) -> int:
     return 0 if (a[1] & 0xFFFFFFFF) in (smccc.SMCCC_VERSION, smccc.SMCCC_ARCH_FEATURES) else smccc.NOT_SUPPORTED
 
 
-def _forward(conduit: int, regs: Any, fid: int, imm: int) -> CallResult:
+def _forward(conduit: int, regs: Any, pc: int, fid: int, imm: int) -> CallResult:
     """KVM_EXIT_HYPERCALL for a filtered call: nr = function ID, args = x1..x6, flags say
     the conduit (api.rst 5. kvm_run: hypercall); ret starts as the current x0..x3, so a
     host that sets nothing leaves the registers as they were, as in KVM."""
     flags = KVM_HYPERCALL_EXIT_SMC if conduit == Conduit.SMC else 0
     hc = HypercallExit(fid, tuple(regs[1:7]), flags, imm, [regs[0], regs[1], regs[2], regs[3]])
-    return CallResult(exit=Exit(ExitReason.HYPERCALL, regs[7], hypercall=hc))
+    return CallResult(exit=Exit(ExitReason.HYPERCALL, pc, hypercall=hc))

@@ -53,9 +53,7 @@ class SmcccFilter:
     def __init__(self) -> None:
         self._starts: list[int] = []
         self._ranges: list[tuple[int, int, FilterAction]] = []  # (first, last, action), sorted
-
-    def __bool__(self) -> bool:
-        return bool(self._ranges)
+        self.ranges_set = False  # a plain attribute: read on every hypercall
 
     def set(self, f: "KvmSmcccFilter | bytes", *, vm_has_run: bool) -> None:
         """Add one range (KVM_ARM_VM_SMCCC_FILTER on the KVM_ARM_VM_SMCCC_CTRL group)."""
@@ -84,6 +82,7 @@ class SmcccFilter:
         at = bisect.bisect(self._starts, first)
         self._starts.insert(at, first)
         self._ranges.insert(at, (first, last, action))
+        self.ranges_set = True
 
     def action(self, fid: int) -> FilterAction:
         """What the filter says about function ID `fid` (HANDLE when no range covers it)."""
@@ -103,3 +102,4 @@ class SmcccFilter:
     def restore(self, state: list[list[int]]) -> None:
         self._starts = [lo for lo, _, _ in state]
         self._ranges = [(lo, hi, FilterAction(a)) for lo, hi, a in state]
+        self.ranges_set = bool(self._ranges)

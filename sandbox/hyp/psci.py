@@ -114,7 +114,7 @@ class Psci:
         """CPU_OFF (5.1.3): never returns on success."""
         self.vm.hypervisor.power.power_off(vcpu)
         self.vm.hypervisor.sdei.cpu_reset(vcpu)
-        return CallResult(exit=Exit(ExitReason.POWERED_OFF, a[7]), reschedule=True)
+        return CallResult(exit=Exit(ExitReason.POWERED_OFF, 0), reschedule=True)
 
     def _affinity_info(self, vcpu: "Vcpu", a: "list[int]") -> int:
         """AFFINITY_INFO(target_affinity, lowest_affinity_level) (5.1.5)."""
@@ -134,4 +134,4 @@ class Psci:
 
     def _system_event(self, vcpu: "Vcpu", a: "list[int]", kind: SystemEventType) -> CallResult:
         """SYSTEM_OFF / SYSTEM_RESET (5.1.9, 5.1.10): KVM_EXIT_SYSTEM_EVENT, the VMM acts."""
-        return CallResult(exit=Exit(ExitReason.SYSTEM_EVENT, a[7], system_event=SystemEventExit(kind)))
+        return CallResult(exit=Exit(ExitReason.SYSTEM_EVENT, 0, system_event=SystemEventExit(kind)))

@@ -36,7 +36,8 @@ class ResumeEntry:
 @dataclass(frozen=True)
 class CallResult:
     """Applied in this order: `regs` (x0, x1, ...), `context`, `resume`, then `exit` stops the
-    vCPU; `reschedule` tells Vm.run that the set of powered-on vCPUs changed."""
+    vCPU (the vCPU sets its pc: the PC after the call); `reschedule` tells Vm.run that the
+    set of powered-on vCPUs changed."""
 
     regs: tuple[int, ...] = ()
     context: GuestContext | None = None

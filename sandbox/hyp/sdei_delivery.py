@@ -151,7 +151,8 @@ class SdeiDelivery:
 
     # -- entering and leaving handlers --------------------------------------------------------
 
-    def dispatch(self, vcpu: "Vcpu", choice: Choice, regs: tuple[int, ...], pc: int, pstate: int) -> CallResult:
+    def dispatch(self, vcpu: "Vcpu", choice: Choice, regs: tuple[int, ...], pc: int, pstate: int,
+                 sctlr_el1: int) -> CallResult:
         """Enter the handler of `choice` on `vcpu`, interrupting the context (regs, pc, pstate)."""
         ev, h, where = choice.event, choice.handler, choice.where
         key = (ev.num, where)
@@ -165,7 +166,7 @@ class SdeiDelivery:
         self.pes[vcpu.index].stack.append(Dispatch(ev.num, ev.critical, saved))
         if where == SHARED:
             self.rm_any_last[ev.num] = vcpu.index
-        new_pstate = handler_pstate(pstate, vcpu.reg("SCTLR_EL1"), vcpu, self.vm.has_quirk(QUIRK_PSTATE))
+        new_pstate = handler_pstate(pstate, sctlr_el1, vcpu, self.vm.has_quirk(QUIRK_PSTATE))
         context = GuestContext((ev.num, h.arg, pc, pstate) + tuple(regs[4:SAVED_GPREGS]), h.ep, new_pstate)
         if self.vm.observers:
             self.vm.notify("sdei_dispatch", vcpu, pc, event=ev.num, interrupted_pc=pc, interrupted_pstate=pstate,
