@@ -8,9 +8,10 @@ host (the next Vm.run resumes that vCPU for the rest of its quantum), idles in W
 waits until something could wake it: a pending SError or SDEI event), or powers off
 (PSCI CPU_OFF).
 
-While only one vCPU is powered on and no instruction budget is asked for, it runs without
-counting, at Unicorn's full speed; a PSCI CPU_ON (or CPU_OFF) ends that turn at the
-hypercall, an instruction boundary the guest chose, so determinism holds.
+A PSCI CPU_ON (or CPU_OFF) ends the caller's turn right after the call. So while only one
+vCPU is powered on and no instruction budget is asked for, it can run without counting, at
+Unicorn's full speed: the next vCPU can only appear at such a call, an instruction boundary
+the guest chose, and the interleaving is the same with or without a budget.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ class Scheduler:
         self.current = 0  # the vCPU whose turn it is
         self.left = 0  # instructions left in its turn (0: a fresh turn)
         self.waiting: set[int] = set()  # idle in WFI until something could wake them
-        self._solo: "Vcpu | None" = None  # the vCPU running an uncounted solo turn
+        self._turn: "Vcpu | None" = None  # the vCPU inside Vm.run's current turn
+        self._yielded = False  # that turn ended at a PSCI power change
 
     def power_changed(self, vcpu: "Vcpu") -> None:
-        """A vCPU powered another on (or itself off): an uncounted solo turn ends here."""
-        if self._solo is vcpu:
+        """A vCPU powered another on (or itself off): its turn ends after that call, counted
+        or not, so that a budget never changes the interleaving."""
+        if self._turn is vcpu:
+            self._yielded = True
             vcpu._stop_with(Exit(ExitReason.INSTRUCTION_BUDGET, vcpu.uc.reg_read(A.UC_ARM64_REG_PC)))
 
     def _on(self, i: int) -> bool:
@@ -94,11 +98,11 @@ class Scheduler:
             if self.left <= 0:
                 self.left = quantum
             count = None if solo else self.left if budget is None else min(self.left, budget)
-            self._solo = v if solo else None
+            self._turn, self._yielded = v, False
             try:
                 ex = v._run_guarded(count, left)
             finally:
-                self._solo = None
+                self._turn = None
             done = ex.instructions or 0
             retired += done
             if budget is not None:
@@ -108,7 +112,7 @@ class Scheduler:
             if ex.reason is ExitReason.INSTRUCTION_BUDGET:
                 if budget == 0:
                     return self._report(ex, retired, budget)
-                if solo or self.left <= 0:
+                if solo or self.left <= 0 or self._yielded:
                     self._next(v.index)
             elif ex.reason is ExitReason.IDLE:
                 self.waiting.add(v.index)
