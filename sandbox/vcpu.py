@@ -35,6 +35,7 @@ from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, Ni
 from .hyp.result import CallResult
 from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
 from .mmio import data_abort_iss, loaded_value, nisv_iss
+from .mmio_replay import AccessReplay
 from .rawregs import CallRegisters, ContextRegisters, PstateWriter, translate
 from .events import VcpuEvents
 from .events import validate as validate_events
@@ -108,6 +109,7 @@ class Vcpu:
         self._counting = False  # whether the last emu_start counted instructions
         self.serror = SErrorGate(self)
         self._mmio_pending: tuple[Exit, Any] | None = None
+        self._mmio_replay = AccessReplay()
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
         self.last_exit: Exit | None = None
@@ -145,18 +147,36 @@ class Vcpu:
     def _map_mmio(self, region: Any) -> None:
         dev = region.device
 
+        replay = self._mmio_replay
+
         def rd(uc: Uc, offset: int, size: int, _ud: object) -> int:
+            if replay.pending:
+                again = replay.replay("r", region.base + offset, size)
+                if again is not None:
+                    return again
+            stop = self._stop
             try:
-                return dev.read(offset, size) & ((1 << (8 * size)) - 1)
+                value = dev.read(offset, size) & ((1 << (8 * size)) - 1)
             except Exception:
                 self._host_error(f"device {region.name!r} read at +{offset:#x}")
                 return 0
+            if self._stop is not stop and self._stop is not None and self._stop.exit is None:
+                replay.start()  # the device stopped the vCPU: see sandbox/mmio_replay.py
+            replay.record("r", region.base + offset, size, value)
+            return value
 
         def wr(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+            if replay.pending and replay.replay("w", region.base + offset, size) is not None:
+                return
+            stop = self._stop
             try:
                 dev.write(offset, size, value)
             except Exception:
                 self._host_error(f"device {region.name!r} write at +{offset:#x}")
+                return
+            if self._stop is not stop and self._stop is not None and self._stop.exit is None:
+                replay.start()
+            replay.record("w", region.base + offset, size, value)
 
         self.uc.mmio_map(region.base, region.size, rd, None, wr, None)
 
@@ -778,6 +798,12 @@ class Vcpu:
                     remaining -= done
                     self.instructions += done
             if stop is not None and stop.exit is None and stop.trap is None:
+                if self._mmio_replay.recording:  # a device stopped us mid-instruction: finish it
+                    done = self._complete_stopped_access()
+                    retired += done
+                    self.instructions += done
+                    if remaining is not None:
+                        remaining -= done
                 if stop.then is not None:  # a hook left work for the loop (_pause_then)
                     self._stop = None
                     stop.then()
@@ -812,6 +838,22 @@ class Vcpu:
                     continue
                 return Exit(ExitReason.IDLE, pc, instructions=retired if max_instructions is not None else None)
             # WFE / YIELD and other voluntary stops: carry on.
+
+    def _complete_stopped_access(self) -> int:
+        """Run the instruction whose device access stopped the vCPU once more, its device
+        accesses replayed (sandbox/mmio_replay.py); 1 if it retired."""
+        replay = self._mmio_replay
+        replay.recording = False
+        pc = self.uc.reg_read(A.UC_ARM64_REG_PC)
+        self._in_emulation = True
+        try:
+            self._emu_start(pc, count=1)
+        except UcError:
+            pass
+        finally:
+            self._in_emulation = False
+            replay.clear()
+        return int(self.uc.reg_read(A.UC_ARM64_REG_PC) != pc)
 
     def _wakeup_pending(self) -> bool:
         """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks

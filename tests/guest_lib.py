@@ -16,8 +16,11 @@ HEADER = '.include "kernel.S"\n.include "smp.S"\n.include "sdei.S"\n'
 
 
 class Doorbell:
-    """An MMIO device whose registers are interrupt lines: a write of INTID | Aff0 << 32 to
-    +0x0 raises that interrupt (the PPI of the vCPU with that Aff0), to +0x8 lowers it."""
+    """An MMIO device whose 32-bit registers are interrupt lines: writing INTID | Aff0 << 16
+    to +0x0 raises that interrupt (a PPI: the one of the vCPU with that Aff0), to +0x4
+    lowers it."""
+
+    RAISE, LOWER = 0x0, 0x4
 
     def __init__(self, vm: Vm):
         self.vm = vm
@@ -27,13 +30,28 @@ class Doorbell:
         return 0
 
     def write(self, offset: int, size: int, value: int) -> None:
-        intid, aff0 = value & 0xFFFFFFFF, value >> 32
+        if offset not in (self.RAISE, self.LOWER):
+            return
+        intid, aff0 = value & 0xFFFF, (value >> 16) & 0xFF
         mpidr = aff0 if intid < 32 else None
-        self.rings.append(("raise" if offset == 0 else "lower", intid, aff0))
-        if offset == 0:
+        self.rings.append(("raise" if offset == self.RAISE else "lower", intid, aff0))
+        if offset == self.RAISE:
             self.vm.raise_interrupt(intid, mpidr)
         else:
             self.vm.lower_interrupt(intid, mpidr)
+
+
+class RecordingController:
+    """An interrupt controller that only records what reaches it (vm.interrupt_controller)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int | None]] = []
+
+    def raise_(self, intid: int, mpidr: int | None) -> None:
+        self.seen.append(("raise", intid, mpidr))
+
+    def lower(self, intid: int, mpidr: int | None) -> None:
+        self.seen.append(("lower", intid, mpidr))
 
 
 @dataclass
@@ -81,3 +99,45 @@ def machine(source: str, *, cpus: int = 1, vm: Vm | None = None, **vm_args: obje
 def s64(value: int) -> int:
     value &= 2**64 - 1
     return value - 2**64 if value >> 63 else value
+
+
+SCRIPT = """
+// Make the calls of `script` (entries of x0..x5, 48 bytes each; `script_count` of them) on
+// HVC, storing each x0 in `script_results`, then power off.
+guest_main:
+    ldr x19, =script
+    ldr x20, =script_results
+    ldr x21, =script_count
+    ldr x21, [x21]
+script_next:
+    cbz x21, script_done
+    ldp x0, x1, [x19]
+    ldp x2, x3, [x19, #16]
+    ldp x4, x5, [x19, #32]
+    hvc #0
+    str x0, [x20], #8
+    add x19, x19, #48
+    sub x21, x21, #1
+    b script_next
+script_done:
+    b guest_halt
+sdei_test_handler:
+    ldr x0, =0xC4000025
+    hvc #0
+.balign 8
+script_count: .quad 0
+script_results: .skip 8 * 256
+script: .skip 48 * 256
+"""
+
+
+def run_script(calls: list[tuple[int, ...]], m: Machine | None = None, **vm_args: object) -> list[int]:
+    """Results (signed) of the SDEI/SMCCC calls `calls` = [(x0, x1, ...)] made in order by
+    one vCPU."""
+    m = m or machine(SCRIPT, **vm_args)
+    raw = b"".join(struct.pack("<6Q", *[(v & (2**64 - 1)) for v in (list(c) + [0] * 6)[:6]]) for c in calls)
+    m.vm.write_memory(m.sym("script"), raw)
+    m.set_word("script_count", len(calls))
+    ex = m.run()
+    assert ex.reason.name == "SYSTEM_EVENT", ex.describe()
+    return [s64(v) for v in m.words("script_results", len(calls))]
