@@ -216,10 +216,13 @@ class ContextRegisters:
         """x0..x17 and PC (PSTATE is written by the vCPU, which banks SP with it)."""
         x = self._x
         if x is not None:
+            # In place, PC included: an API write of the PC from a hook would make Unicorn skip
+            # its PC restore at the next exit request (see sandbox/mmio_replay.py).
             x[:SDEI_SAVED_GPREGS] = [r & 0xFFFFFFFFFFFFFFFF for r in regs]
+            x[32] = pc & 0xFFFFFFFFFFFFFFFF
         else:
             self._gprs.write(list(regs))
-        self._pc.set(pc)  # through the API, so Unicorn's own bookkeeping of a PC change is kept
+            self._pc.set(pc)
 
 
 def translate(uc: "Uc", va: int, execute: bool = True) -> int | None:

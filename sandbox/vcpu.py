@@ -35,7 +35,7 @@ from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, Ni
 from .hyp.result import CallResult
 from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
 from .mmio import data_abort_iss, loaded_value, nisv_iss
-from .mmio_replay import AccessReplay
+from .mmio_replay import AccessReplay, locate_access
 from .rawregs import CallRegisters, ContextRegisters, PstateWriter, translate
 from .events import VcpuEvents
 from .events import validate as validate_events
@@ -845,6 +845,13 @@ class Vcpu:
         replay = self._mmio_replay
         replay.recording = False
         pc = self.uc.reg_read(A.UC_ARM64_REG_PC)
+        first = replay.first
+        if first is not None:
+            at = locate_access(pc, first, self._fetch, lambda n: self.uc.reg_read(_X_IDS[n]),
+                               self.uc.reg_read(A.UC_ARM64_REG_SP), lambda va: self.translate(va, execute=False))
+            if at is not None and at != pc:
+                pc = at  # the block's earlier instructions have run (sandbox/mmio_replay.py)
+                self.uc.reg_write(A.UC_ARM64_REG_PC, pc)
         self._in_emulation = True
         try:
             self._emu_start(pc, count=1)
