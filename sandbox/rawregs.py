@@ -157,6 +157,11 @@ class _Reg:
         _WRITE(self.handle, self.rid, self.ref)
 
 
+# PSTATE fields QEMU caches in its hflags (EL and SPSel, PAN, UAO, SS, IL, BTYPE, TCO, nRW):
+# changing any of them needs the rebuild; NZCV and DAIF are read live.
+_HFLAGS_BITS = 0x1F | (1 << 22) | (1 << 23) | (1 << 21) | (1 << 20) | (3 << 10) | (1 << 25)
+
+
 class PstateWriter:
     """PSTATE writes as an exception entry or return makes them: the stack pointer is banked
     (QEMU aarch64_save_sp/restore_sp: Unicorn keeps only the live SP and would otherwise carry
@@ -177,13 +182,15 @@ class PstateWriter:
         return 1 if (pstate >> 2) & 3 == 1 and pstate & 1 else 0  # SP_EL1 only at EL1h
 
     def write(self, value: int) -> None:
-        old = self._bank(self.pstate.get())
+        before = self.pstate.get()
+        old = self._bank(before)
         new = self._bank(value)
         if old != new:
             self.banks[old].set(self.sp.get())
         self.pstate.set(value)
-        _READ(self.handle, A.UC_ARM64_REG_CP_REG, self._tpidr_ref)
-        _WRITE(self.handle, A.UC_ARM64_REG_CP_REG, self._tpidr_ref)
+        if (before ^ value) & _HFLAGS_BITS:
+            _READ(self.handle, A.UC_ARM64_REG_CP_REG, self._tpidr_ref)
+            _WRITE(self.handle, A.UC_ARM64_REG_CP_REG, self._tpidr_ref)
         if old != new:
             self.sp.set(self.banks[new].get())
 

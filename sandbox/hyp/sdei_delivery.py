@@ -161,6 +161,8 @@ class SdeiDelivery:
             self.table.pending[key] = left
         else:
             self.table.pending.pop(key, None)
+            if not self.table.pending:
+                vcpu.sdei_check = False  # nothing else could be due anywhere
         h.state = transition(h.state, Call.DISPATCH).next
         saved = SavedContext(tuple(regs), pc, pstate)
         self.pes[vcpu.index].stack.append(Dispatch(ev.num, ev.critical, saved))
