@@ -32,6 +32,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     prog = assemble_file(args.file, args.base)
     vm = Vm(ram_size=args.ram, ram_base=args.ram_base, unbacked=args.unbacked)
     vcpu = vm.create_vcpu()
+    for _ in range(1, args.vcpus):
+        vm.create_vcpu()  # powered off until the guest's PSCI CPU_ON
+    run = vm.run if args.vcpus > 1 else vcpu.run
     vm.load(prog)
     entry = prog.symbols.get(args.entry, None) if args.entry else prog.symbols.get("_start", prog.base)
     if entry is None:
@@ -41,8 +44,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"loaded {args.file}: {len(prog.code):#x} bytes at {prog.base:#x}, entry {entry:#x}")
     status = 1
     for _ in range(args.max_exits):
-        ex = vcpu.run(max_instructions=args.max_instructions, timeout=args.timeout)
-        print(f"exit: {ex.describe()}")
+        ex = run(max_instructions=args.max_instructions, timeout=args.timeout)
+        print(f"exit: {ex.describe()}" + (f" (vCPU {ex.vcpu})" if args.vcpus > 1 else ""))
         if ex.reason is ExitReason.MMIO and ex.mmio and not ex.mmio.is_write:
             continue  # reads complete with zero, as a VMM without a device would
         if ex.reason is ExitReason.MMIO:
@@ -103,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-instructions", type=int, default=None)
     r.add_argument("--timeout", type=float, default=10.0, help="wall-time budget in seconds")
     r.add_argument("--max-exits", type=int, default=64)
+    r.add_argument("--vcpus", type=int, default=1, choices=range(1, 9), metavar="N",
+                   help="vCPUs (MPIDR Aff0 = index, 1-8); secondaries start powered off and PSCI "
+                        "CPU_ON starts them; Vm.run takes turns of a fixed instruction quantum")
     r.set_defaults(func=_cmd_run)
     a = sub.add_parser("asm", help="assemble a .S file; print a listing or write the image")
     a.add_argument("file")

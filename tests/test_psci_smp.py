@@ -367,3 +367,37 @@ def test_mp_state_and_vcpu_limits():
     with pytest.raises(OSError) as e:
         vm.create_vcpu(mpidr=1)
     assert e.value.errno == 17  # EEXIST: that MPIDR is taken
+
+
+def test_cli_runs_a_guest_on_several_vcpus(tmp_path):
+    import subprocess
+    import sys
+    src = tmp_path / "smp.S"
+    src.write_text("""
+.include "kernel.S"
+.include "smp.S"
+guest_main:
+    str x30, [sp, #-16]!
+    mov x0, #1
+    ldr x1, =hello
+    bl cpu_on
+1:  ldr x9, =flag
+    ldr x10, [x9]
+    cbz x10, 1b
+    ldr x30, [sp], #16
+    ret
+hello:
+    ldr x9, =flag
+    mov x10, #1
+    str x10, [x9]
+    ret
+.balign 8
+flag: .quad 0
+""")
+    done = subprocess.run([sys.executable, "-m", "sandbox", "run", str(src), "--vcpus", "2", "--timeout", "5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SHUTDOWN (vCPU 0)" in done.stdout
+    alone = subprocess.run([sys.executable, "-m", "sandbox", "run", str(src), "--timeout", "1"],
+                           capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 1 and "TIME_BUDGET" in alone.stdout  # nobody else to set the flag
