@@ -372,7 +372,7 @@ def test_mp_state_and_vcpu_limits():
 def test_cli_runs_a_guest_on_several_vcpus(tmp_path):
     import subprocess
     import sys
-    src = tmp_path / "smp.S"
+    src = tmp_path / "two_cpus.S"  # not smp.S: .include looks beside the including file first
     src.write_text("""
 .include "kernel.S"
 .include "smp.S"
