@@ -17,7 +17,8 @@ from .hyp import Hypervisor
 from .hyp.sdei_vmm import SdeiVmm
 from .hyp.smccc import Conduit
 from .exits import Exit
-from .kvm import EBUSY, EEXIST, EINVAL, ENXIO, Cap, kvm_error
+from .interrupts import interrupt_line
+from .kvm import EBUSY, EEXIST, EINVAL, Cap, kvm_error
 from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
 from .observe import Event, Observer
 from .poison import PoisonMap
@@ -200,44 +201,13 @@ class Vm:
     def raise_interrupt(self, intid: int, mpidr: int | None = None) -> None:
         """Assert interrupt `intid` (GIC numbering: SGI 0-15, PPI 16-31 per vCPU, chosen by
         `mpidr` (None: vCPU 0), SPI 32-1019). An INTID bound to a registered SDEI event is
-        SDEI's: the event becomes pending. Anything else goes to `interrupt_controller`;
-        with none set, there is nothing to deliver it to: OSError(ENXIO), as KVM_IRQ_LINE
-        for a PPI/SPI on a VM without an in-kernel irqchip."""
-        pe = self._interrupt_pe(intid, mpidr)
-        sdei = self.hypervisor.sdei
-        ev = sdei.claims(intid, pe)
-        if ev is not None:
-            sdei.pend(ev, pe)
-        elif self.interrupt_controller is not None:
-            self.interrupt_controller.raise_(intid, mpidr)
-        else:
-            raise kvm_error(ENXIO, f"INTID {intid} is not bound to a registered SDEI event and the Vm has "
-                                   "no interrupt controller")
+        SDEI's; anything else goes to `interrupt_controller`; with none, OSError(ENXIO)
+        (sandbox/interrupts.py)."""
+        interrupt_line(self, intid, mpidr, asserted=True)
 
     def lower_interrupt(self, intid: int, mpidr: int | None = None) -> None:
-        """Deassert `intid`: an SDEI event it made pending and that has not been dispatched
-        yet is withdrawn (level-sensitive); otherwise the interrupt controller is told."""
-        pe = self._interrupt_pe(intid, mpidr)
-        sdei = self.hypervisor.sdei
-        ev = sdei.claims(intid, pe)
-        if ev is not None:
-            sdei.withdraw(ev, pe)
-        elif self.interrupt_controller is not None:
-            self.interrupt_controller.lower(intid, mpidr)
-        else:
-            raise kvm_error(ENXIO, f"INTID {intid} is not bound to a registered SDEI event and the Vm has "
-                                   "no interrupt controller")
-
-    def _interrupt_pe(self, intid: int, mpidr: int | None) -> int:
-        """The vCPU index an SGI/PPI is for (0 for SPIs, whose routing is not the host's)."""
-        if not isinstance(intid, int) or not 0 <= intid <= 0xFFFFFFFF:
-            raise kvm_error(EINVAL, f"INTID {intid!r} is not a 32-bit interrupt number")
-        if intid >= 32 or mpidr is None:
-            return 0
-        for v in self.vcpus:
-            if v.mpidr & 0xFF00FFFFFF == mpidr & 0xFF00FFFFFF:
-                return v.index
-        raise kvm_error(EINVAL, f"no vCPU has MPIDR {mpidr:#x}")
+        """Deassert `intid` (an SDEI event it made pending and not yet taken is withdrawn)."""
+        interrupt_line(self, intid, mpidr, asserted=False)
 
     # -- the hypercall filter ------------------------------------------------------------------
 

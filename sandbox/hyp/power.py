@@ -42,6 +42,17 @@ class MpState(IntEnum):
     STOPPED = 5
 
 
+def vcpu_by_mpidr(vcpus: "list[Vcpu]", mpidr: int) -> "Vcpu | None":
+    """The vCPU whose MPIDR affinity is `mpidr`; None for bits outside the affinity fields
+    or no such vCPU (KVM kvm_psci_valid_affinity, kvm_mpidr_to_vcpu; TF-A's MPIDR checks)."""
+    if mpidr & ~MPIDR_HWID_MASK:
+        return None
+    for v in vcpus:
+        if v.mpidr & MPIDR_HWID_MASK == mpidr:
+            return v
+    return None
+
+
 @functools.cache
 def reset_sysregs() -> dict[str, int]:
     """EL1 system registers of a freshly reset CPU (the ones a snapshot carries), read once

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from ..exits import Exit, SystemEventExit
 from ..kvm import ExitReason, SystemEventType
 from .result import CallResult
-from .power import MPIDR_HWID_MASK, PowerState
+from .power import MPIDR_HWID_MASK, PowerState, vcpu_by_mpidr
 from .smccc import SMCCC_VERSION
 
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ Handler = Callable[["Vcpu", "list[int]"], "int | CallResult"]
 
 
 def affinity_mask(level: int) -> int:
-    """MPIDR bits that name a node at `level` (level 0 = one PE; Aff3 sits in [39:32])."""
-    return MPIDR_HWID_MASK & ~((1 << (8 * level)) - 1) if level < 3 else MPIDR_HWID_MASK & ~0xFFFFFF
+    """MPIDR bits that name a node at `level` (0 = one PE; 3 leaves only Aff3, bits [39:32])."""
+    return MPIDR_HWID_MASK & ~((1 << (8 * level)) - 1)
 
 
 class Psci:
@@ -78,22 +78,12 @@ class Psci:
         fid = a[1] & 0xFFFFFFFF
         return SUCCESS if fid in self.handlers or fid == SMCCC_VERSION else NOT_SUPPORTED
 
-    def vcpu_by_mpidr(self, mpidr: int) -> "Vcpu | None":
-        """The vCPU whose MPIDR affinity is `mpidr`; None for bits outside the affinity
-        fields or no such vCPU (KVM kvm_psci_valid_affinity, kvm_mpidr_to_vcpu)."""
-        if mpidr & ~MPIDR_HWID_MASK:
-            return None
-        for v in self.vm.vcpus:
-            if v.mpidr & MPIDR_HWID_MASK == mpidr:
-                return v
-        return None
-
     def _cpu_on(self, vcpu: "Vcpu", a: "list[int]") -> "int | CallResult":
         """CPU_ON(target_cpu, entry_point_address, context_id) (5.1.4)."""
         wide = a[0] & (1 << 30)
         target_mpidr, entry, context = (a[1], a[2], a[3]) if wide else (a[1] & 0xFFFFFFFF, a[2] & 0xFFFFFFFF,
                                                                         a[3] & 0xFFFFFFFF)
-        target = self.vcpu_by_mpidr(target_mpidr)
+        target = vcpu_by_mpidr(self.vm.vcpus, target_mpidr)
         if target is None:
             return INVALID_PARAMETERS
         power = self.vm.hypervisor.power

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from .result import CallResult
-from .power import MPIDR_HWID_MASK
+from .power import MPIDR_HWID_MASK, vcpu_by_mpidr
 from .sdei_abi import (DENIED, EV_FAILED, INVALID_PARAMETERS, KVM_SDEI_MAX_EVENTS, OUT_OF_RESOURCE, PENDING,
                        RM_ANY, RM_PE, SAVED_GPREGS, SUCCESS, SW_SIGNALED_EVENT, VERSION_1_1, Feature, Info, SdeiFn)
 from .sdei_delivery import SdeiDelivery
@@ -74,12 +74,7 @@ class Sdei(SdeiDelivery):
         return self.table.events.get(num) if num <= 0x7FFFFFFF else None
 
     def pe_by_mpidr(self, mpidr: int) -> "Vcpu | None":
-        if mpidr & ~MPIDR_HWID_MASK:
-            return None
-        for v in self.vm.vcpus:
-            if v.mpidr & MPIDR_HWID_MASK == mpidr:
-                return v
-        return None
+        return vcpu_by_mpidr(self.vm.vcpus, mpidr)
 
     def valid_entry(self, vcpu: "Vcpu", address: int) -> bool:
         """An entry point the guest could execute: non-zero and inside guest RAM after the

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ..arch import pstate as ps
 from ..arch.exception import ExceptionKind, entry_pstate
 from .result import CallResult, GuestContext, ResumeEntry
-from .power import MPIDR_HWID_MASK, PowerState
+from .power import PowerState, vcpu_by_mpidr
 from .sdei_abi import DENIED, RM_PE, SAVED_GPREGS
 from .sdei_events import (NOTIFY_COMPLETED, NOTIFY_DELIVERED, SHARED, Dispatch, EventTable, Handler, PeState,
                           SavedContext, SdeiEvent)
@@ -114,10 +114,8 @@ class SdeiDelivery:
         """The PE a shared event goes to now (None: no PE can take it yet)."""
         vcpus = self.vm.vcpus
         if h.route_mode == RM_PE:
-            for v in vcpus:
-                if v.mpidr & MPIDR_HWID_MASK == h.affinity:
-                    return v.index
-            return None
+            target = vcpu_by_mpidr(vcpus, h.affinity)
+            return None if target is None else target.index
         n = len(vcpus)
         start = self.rm_any_last.get(ev.num, -1) + 1
         power = self.vm.hypervisor.power
