@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .result import CallResult
 from .power import MPIDR_HWID_MASK, vcpu_by_mpidr
-from .sdei_abi import (DENIED, EV_FAILED, INVALID_PARAMETERS, KVM_SDEI_MAX_EVENTS, OUT_OF_RESOURCE, PENDING,
+from .sdei_abi import (DENIED, INVALID_PARAMETERS, KVM_SDEI_MAX_EVENTS, OUT_OF_RESOURCE, PENDING,
                        RM_ANY, RM_PE, SAVED_GPREGS, SUCCESS, SW_SIGNALED_EVENT, VERSION_1_1, Feature, Info, SdeiFn)
 from .sdei_delivery import SdeiDelivery
 from .sdei_events import SHARED, EventTable, PeState, SdeiEvent, bindable
@@ -199,7 +199,7 @@ class Sdei(SdeiDelivery):
         if self.pes[vcpu.index].stack and not self.vm.has_quirk("sdei-resume-injects-irq") \
                 and not self.valid_entry(vcpu, a[1]):
             return DENIED  # resume address rejected like an entry point (TF-A sdei_event_complete)
-        return self.complete(vcpu, a[1], EV_FAILED)
+        return self.complete(vcpu, a[1], None)
 
     # -- the PE ----------------------------------------------------------------------------------
 

@@ -175,9 +175,10 @@ class SdeiDelivery:
             ev.notifier(vcpu, ev.num, NOTIFY_DELIVERED)
         return CallResult(context=context)
 
-    def complete(self, vcpu: "Vcpu", resume_at: int | None, status: int) -> int | CallResult:
-        """EVENT_COMPLETE (resume_at None) or EVENT_COMPLETE_AND_RESUME of the PE's
-        outstanding dispatch; DENIED when there is none (TF-A sdei_event_complete)."""
+    def complete(self, vcpu: "Vcpu", resume_at: int | None, status: int | None) -> int | CallResult:
+        """EVENT_COMPLETE (resume_at None, `status` its x1, reported but ignored as TF-A does)
+        or EVENT_COMPLETE_AND_RESUME of the PE's outstanding dispatch; DENIED when there is
+        none (TF-A sdei_event_complete)."""
         pe = self.pes[vcpu.index]
         if not pe.stack:
             return DENIED
