@@ -799,7 +799,8 @@ class Vcpu:
                     self.instructions += done
             if stop is not None and stop.exit is None and stop.trap is None:
                 if self._mmio_replay.recording:  # a device stopped us mid-instruction: finish it
-                    done = self._complete_stopped_access()
+                    # the count above took that instruction as done; it retires in the step
+                    done = self._complete_stopped_access() - (1 if remaining is not None else 0)
                     retired += done
                     self.instructions += done
                     if remaining is not None:

@@ -503,3 +503,39 @@ def test_inject_event_errors():
     with pytest.raises(OSError) as e:
         vm.sdei.inject_event(v, 0)
     assert e.value.errno == 1  # EPERM: not registered and enabled on this vCPU
+
+
+def test_budgets_count_a_device_stopped_instruction_once():
+    src = f"""
+guest_main:
+    str x30, [sp, #-16]!
+    mov x1, #40
+    bl sdei_interrupt_bind
+    mov x1, x0
+    mov x3, #0
+    mov x4, #0
+    mov x5, #0
+    bl sdei_register_recorder
+    mov x1, #0x7d0
+    movk x1, #0x40, lsl #16
+    bl sdei_event_enable
+    bl sdei_pe_unmask
+    mov x9, #{DOORBELL:#x}
+    mov x10, #40
+    mov x20, #0
+    str w10, [x9]               // the event is taken right after this store
+    add x20, x20, #1
+    ldr x30, [sp], #16
+    ret
+"""
+
+    def total(budget):
+        m = machine(src)
+        v, n = m.vm.vcpus[0], 0
+        while True:
+            ex = v.run(max_instructions=budget)
+            n += ex.instructions
+            if ex.reason is not ExitReason.INSTRUCTION_BUDGET:
+                assert ex.reason is ExitReason.SYSTEM_EVENT and v.reg("x20") == 1 and len(m.records()) == 1
+                return n
+    assert total(1) == total(5) == total(10_000)
