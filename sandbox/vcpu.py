@@ -644,7 +644,7 @@ class Vcpu:
             self.vm.scheduler.power_changed(self)
 
     def switch_context(self, context: Any) -> None:
-        """Load x0-x17, PC and PSTATE (a hyp.dispatch.GuestContext): the documented sibling
+        """Load x0-x17, PC and PSTATE (a hyp.result.GuestContext): the documented sibling
         of take_exception for SDEI. A handler entry's PSTATE is computed by
         arch.exception.entry_pstate (hyp/sdei_delivery.py), the rule every exception entry
         follows; COMPLETE restores a saved context bit for bit. ELR/SPSR are not touched."""

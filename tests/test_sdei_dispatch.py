@@ -539,3 +539,88 @@ guest_main:
                 assert ex.reason is ExitReason.SYSTEM_EVENT and v.reg("x20") == 1 and len(m.records()) == 1
                 return n
     assert total(1) == total(5) == total(10_000)
+
+
+SHARED_ROUTING = f"""
+.equ EV, {0x4007D0:#x}
+guest_main:
+    str x30, [sp, #-16]!
+    mov x19, #1
+1:  mov x0, x19                 // CPUs 1 and 2 unmask and wait
+    ldr x1, =unmask_and_wait
+    bl cpu_on
+    add x19, x19, #1
+    cmp x19, #3
+    b.ne 1b
+2:  ldr x9, =ready
+    ldr x10, [x9]
+    cmp x10, #2
+    b.ne 2b
+    mov x1, #40
+    bl sdei_interrupt_bind
+    ldr x1, =EV
+    mov x3, #0x5A
+    mov x4, #1                  // RM_PE
+    mov x5, #2                  // to CPU 2
+    bl sdei_register_recorder
+    ldr x1, =EV
+    bl sdei_event_enable
+    bl ring_and_wait            // taken on CPU 2
+    ldr x1, =EV
+    bl sdei_event_disable
+    ldr x1, =EV
+    mov x2, #1
+    mov x3, #1                  // now to CPU 1
+    bl sdei_event_routing_set
+    ldr x9, =out
+    str x0, [x9]
+    ldr x1, =EV
+    bl sdei_event_enable
+    bl ring_and_wait            // taken on CPU 1
+    ldr x30, [sp], #16
+    ret
+
+ring_and_wait:                  // raise SPI 40, wait for one more record on CPU 1 or 2
+    ldr x14, =handled
+    ldr x15, [x14]
+    ldr x9, ={DOORBELL:#x}
+    mov x10, #40
+    str w10, [x9]
+ring_wait:
+    ldr x9, =sdei_ring
+    ldr x11, ={16 + 32 * 256:#x}
+    ldr x12, [x9, x11]
+    add x11, x11, x11
+    ldr x13, [x9, x11]
+    add x12, x12, x13
+    cmp x12, x15
+    b.eq ring_wait
+    str x12, [x14]
+    ret
+
+unmask_and_wait:
+    str x30, [sp, #-16]!
+    bl sdei_pe_unmask
+    ldr x9, =ready
+3:  ldaxr x10, [x9]
+    add x10, x10, #1
+    stlxr w11, x10, [x9]
+    cbnz w11, 3b
+4:  wfi
+    b 4b
+.balign 8
+ready: .quad 0
+handled: .quad 0
+out: .quad 9
+"""
+
+
+def test_shared_event_follows_its_rm_pe_affinity_and_routing_set():
+    m = machine(SHARED_ROUTING, cpus=3)
+    assert m.run(timeout=20).reason is ExitReason.SYSTEM_EVENT
+    assert m.word("out") == 0  # ROUTING_SET while registered and disabled
+    assert m.records(0) == []
+    [on2] = m.records(2)
+    [on1] = m.records(1)
+    assert (on2.event, on2.arg, on2.mpidr & 0xFF) == (0x4007D0, 0x5A, 2)
+    assert (on1.event, on1.mpidr & 0xFF) == (0x4007D0, 1)

@@ -132,3 +132,16 @@ guest_main:
     assert (second.data["conduit"], second.data["function_id"], second.data["results"]) == (
         "SMC", 0x12345678, (2**64 - 1,))
     assert first.pc == m.sym("guest_main") + 12
+
+
+def test_function_ids_are_decoded_for_observers():
+    from sandbox.hyp.smccc import FunctionId
+    f = FunctionId(0x84000003)
+    assert (f.fast, f.smc64, f.owner, f.number, f.reserved_bits_clear) == (True, False, 4, 3, True)
+    assert FunctionId(0xC4000021).describe() == "0xc4000021 (fast SMC64 STANDARD_SECURE function 0x21)"
+    assert not FunctionId(0x02000001).fast and not FunctionId(0x80010000).reserved_bits_clear
+    m = machine("guest_main:\n ldr x0, =0xC4000020\n hvc #0\n b guest_halt\n")
+    seen = []
+    m.vm.observers.append(lambda e: seen.append(e.data["function"]) if e.kind == "hypercall" else None)
+    m.run()
+    assert seen[0] == "0xc4000020 (fast SMC64 STANDARD_SECURE function 0x20)"

@@ -93,8 +93,9 @@ class Hypervisor:
             result = smccc.NOT_SUPPORTED if handler is None else handler(vcpu, regs)
         if self.vm.observers:
             results = (result,) if isinstance(result, int) else (result.regs or None)
-            self.vm.notify("hypercall", vcpu, pc, conduit=Conduit(conduit).name, function_id=regs[0] & 0xFFFFFFFF,
-                           args=tuple(regs[1:7]), results=results)
+            fid = smccc.FunctionId(regs[0] & 0xFFFFFFFF)
+            self.vm.notify("hypercall", vcpu, pc, conduit=Conduit(conduit).name, function_id=fid.value,
+                           function=fid.describe(), args=tuple(regs[1:7]), results=results)
         return result
 
     def _unusual(self, vcpu: "Vcpu", conduit: int, regs: Any, pc: int, imm: int) -> "int | CallResult":

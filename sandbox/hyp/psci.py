@@ -13,7 +13,7 @@ from ..exits import Exit, SystemEventExit
 from ..kvm import ExitReason, SystemEventType
 from .result import CallResult
 from .power import MPIDR_HWID_MASK, PowerState, vcpu_by_mpidr
-from .smccc import SMCCC_VERSION
+from .smccc import SMCCC_VERSION, arguments_of
 
 if TYPE_CHECKING:
     from ..vcpu import Vcpu
@@ -80,9 +80,7 @@ class Psci:
 
     def _cpu_on(self, vcpu: "Vcpu", a: "list[int]") -> "int | CallResult":
         """CPU_ON(target_cpu, entry_point_address, context_id) (5.1.4)."""
-        wide = a[0] & (1 << 30)
-        target_mpidr, entry, context = (a[1], a[2], a[3]) if wide else (a[1] & 0xFFFFFFFF, a[2] & 0xFFFFFFFF,
-                                                                        a[3] & 0xFFFFFFFF)
+        target_mpidr, entry, context = arguments_of(a[0], (a[1], a[2], a[3]))
         target = vcpu_by_mpidr(self.vm.vcpus, target_mpidr)
         if target is None:
             return INVALID_PARAMETERS
@@ -108,8 +106,7 @@ class Psci:
 
     def _affinity_info(self, vcpu: "Vcpu", a: "list[int]") -> int:
         """AFFINITY_INFO(target_affinity, lowest_affinity_level) (5.1.5)."""
-        wide = a[0] & (1 << 30)
-        target, level = (a[1], a[2]) if wide else (a[1] & 0xFFFFFFFF, a[2] & 0xFFFFFFFF)
+        target, level = arguments_of(a[0], (a[1], a[2]))
         if level > MAX_AFFINITY_LEVEL or target & ~MPIDR_HWID_MASK:
             return INVALID_PARAMETERS
         mask = affinity_mask(level)
