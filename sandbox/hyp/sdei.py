@@ -14,7 +14,7 @@ from .result import CallResult
 from .power import MPIDR_HWID_MASK, vcpu_by_mpidr
 from .sdei_abi import (DENIED, INVALID_PARAMETERS, KVM_SDEI_MAX_EVENTS, OUT_OF_RESOURCE, PENDING,
                        RM_ANY, RM_PE, SAVED_GPREGS, SUCCESS, SW_SIGNALED_EVENT, VERSION_1_1, Feature, Info, SdeiFn)
-from .sdei_delivery import SdeiDelivery
+from .sdei_delivery import QUIRK_RESUME, SdeiDelivery
 from .sdei_events import SHARED, EventTable, PeState, SdeiEvent, bindable
 from .sdei_state import STATUS_ENABLED, STATUS_REGISTERED, Call, EventState, transition
 
@@ -196,7 +196,7 @@ class Sdei(SdeiDelivery):
         return pe.stack[-1].saved.regs[a[1]]
 
     def _complete_and_resume(self, vcpu: "Vcpu", a: "list[int]") -> "int | CallResult":
-        if self.pes[vcpu.index].stack and not self.vm.has_quirk("sdei-resume-injects-irq") \
+        if self.pes[vcpu.index].stack and not self.vm.has_quirk(QUIRK_RESUME) \
                 and not self.valid_entry(vcpu, a[1]):
             return DENIED  # resume address rejected like an entry point (TF-A sdei_event_complete)
         return self.complete(vcpu, a[1], None)
