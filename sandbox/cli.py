@@ -38,6 +38,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     vm = Vm(ram_size=args.ram, ram_base=args.ram_base, unbacked=args.unbacked, semihosting=args.semihosting,
             uart_echo=sys.stdout)
     vcpu = vm.create_vcpu()
+    for _ in range(1, args.vcpus):
+        vm.create_vcpu()  # powered off until the guest's PSCI CPU_ON
+    run = vm.run if args.vcpus > 1 else vcpu.run
     entry = load_guest(vm, args, prog)  # an ELF (sandbox.loaders.elf) or the assembled program
     if entry is None:
         print(f"{args.file}: no symbol {args.entry!r} to start at", file=sys.stderr)
@@ -48,8 +51,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         recorder.attach(vm)
     ex, run_on = gdb_session(vm, args)  # with --gdb: the debugging session comes first
     for _ in range(args.max_exits if run_on else 0):
-        ex = vcpu.run(max_instructions=args.max_instructions, timeout=args.timeout)
-        print(f"exit: {ex.describe()} {vm.symbols.annotate(ex.pc)}")
+        ex = run(max_instructions=args.max_instructions, timeout=args.timeout)
+        on = f" (vCPU {ex.vcpu})" if args.vcpus > 1 else ""
+        print(f"exit: {ex.describe()}{on} {vm.symbols.annotate(ex.pc)}")
         if ex.reason is ExitReason.MMIO and ex.mmio and not ex.mmio.is_write:
             continue  # reads complete with zero, as a VMM without a device would
         if ex.reason is ExitReason.MMIO:
@@ -126,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="scenario: print the result as JSON")
     r.add_argument("--variant", action="append", help="scenario: run only this variant (repeatable)")
     r.add_argument("-v", "--verbose", action="store_true", help="scenario: show what was observed even on PASS")
+    r.add_argument("--vcpus", type=int, default=1, choices=range(1, 9), metavar="N",
+                   help="vCPUs (MPIDR Aff0 = index, 1-8); secondaries start powered off and PSCI "
+                        "CPU_ON starts them; Vm.run takes turns of a fixed instruction quantum")
     r.set_defaults(func=_cmd_run)
     ls = sub.add_parser("list", help="list the scenarios (scenarios/*.toml) with their purpose")
     ls.add_argument("dir", nargs="?", help="folder to list (default: scenarios/)")

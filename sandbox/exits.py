@@ -41,6 +41,10 @@ class SeaExit:
     gpa: int
 
 
+KVM_HYPERCALL_EXIT_SMC = 1 << 0  # kvm_run.hypercall.flags: the guest used SMC (uapi linux/kvm.h)
+KVM_HYPERCALL_EXIT_16BIT = 1 << 1  # a 16-bit instruction (never for AArch64)
+
+
 @dataclass
 class HypercallExit:
     """kvm_run.hypercall for an SMCCC call the host chose to handle (KVM_EXIT_HYPERCALL
@@ -102,6 +106,7 @@ class Exit:
     semihosting: SemihostingExit | None = None
     debug: DebugExit | None = None
     instructions: int | None = None  # retired this run, when the run counted them
+    vcpu: int | None = None  # index of the vCPU that exited (Vcpu.run and Vm.run fill it)
 
     def machine_status(self) -> int | None:
         """For an exit that stops the machine (SYSTEM_EVENT), the status a process running

@@ -25,6 +25,7 @@ class ExitReason(IntEnum):
     INSTRUCTION_BUDGET = 0x1000  # the run's instruction budget was reached
     TIME_BUDGET = 0x1001  # the run's wall-time budget was reached
     IDLE = 0x1002  # WFI with nothing that could wake the vCPU
+    POWERED_OFF = 0x1003  # the vCPU is off (PSCI CPU_OFF, or a secondary never started): KVM_MP_STATE_STOPPED
 
 
 class SystemEventType(IntEnum):
@@ -60,6 +61,9 @@ class Cap(IntEnum):
     # Proposed, never merged (Jiaqi Yan's 2025-07-31 series 1/4 used 245; merged 245 is
     # SEA_TO_USER): the sandbox gives it a number of its own outside KVM's range.
     ARM_INJECT_EXT_IABT = 0x10000
+    # Gavin Shan's SDEI virtualization series v5 (20220322080710.51727-*, never merged):
+    # KVM_ARM_SDEI_COMMAND and the SDEI hypercalls. A number of the sandbox's own.
+    ARM_SDEI = 0x10001
 
 
 KVM_CAP_ARM_SET_SERROR_ESR = Cap.ARM_INJECT_SERROR_ESR
@@ -73,3 +77,4 @@ def kvm_error(code: int, what: str) -> OSError:
 EINVAL, EBUSY, EEXIST, ENOMEM, ENOSYS, EFAULT, ENOENT, ERANGE = (
     errno.EINVAL, errno.EBUSY, errno.EEXIST, errno.ENOMEM, errno.ENOSYS, errno.EFAULT,
     errno.ENOENT, errno.ERANGE)
+ENXIO, EPERM, ENOTTY = errno.ENXIO, errno.EPERM, errno.ENOTTY

@@ -125,6 +125,7 @@ def save(vm: "Vm") -> bytes:
         "eret_sites": [_hex(a) for a in sorted(vm.eret_sites)],
         "gate_sites": [_hex(a) for a in sorted(vm.gate_sites)],
         "vcpus": [vcpu_state(v) for v in vm.vcpus],
+        "hyp": vm.hypervisor.state(),  # PSCI power, SMCCC filter, SDEI, scheduler (sandbox/hyp)
     }
     if vm.ghes is not None:
         header["ghes"] = vm.ghes.state()
@@ -191,4 +192,6 @@ def load(data: bytes, devices: dict[str, "MmioDevice"] | None = None) -> "Vm":
         from .ras.ghes import FirmwareFirst
         FirmwareFirst.restore(vm, header["ghes"])
     restore_machine_state(vm, header)
+    if "hyp" in header:
+        vm.hypervisor.restore(header["hyp"])
     return vm

@@ -31,10 +31,12 @@ from .arch.esr import EC, ec_of, syn_illegal_state
 from .arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
 from .arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from .disasm import disassemble_one
-from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, NisvExit, SeaExit, SystemEventExit
-from .hyp.smccc import Conduit
+from .exits import ARM_SEA_FLAG_GPA_VALID, Exit, InternalErrorExit, MmioExit, NisvExit, SeaExit
+from .hyp.result import CallResult
 from .kvm import EBUSY, EINVAL, ENOSYS, Cap, ExitReason, InternalErrorSuberror, kvm_error
 from .mmio import data_abort_iss, loaded_value, nisv_iss
+from .mmio_replay import AccessReplay, locate_access
+from .rawregs import CallRegisters, ContextRegisters, PstateWriter
 from .events import VcpuEvents
 from .guest_debug import GuestDebug
 from .events import validate as validate_events
@@ -115,14 +117,20 @@ class Vcpu:
         self.irq: InterruptGate | None = None  # IRQ/FIQ lines, once the Vm has a GIC
         self.timer: GenericTimer | None = None  # deterministic time (sandbox.timer), when attached
         self._mmio_pending: tuple[Exit, Any] | None = None
+        self._mmio_replay = AccessReplay()
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
         self.guest_debug = GuestDebug(self)  # KVM_SET_GUEST_DEBUG state (sandbox.guest_debug)
         self.replaying_access = False  # see _pause_after_access
         self._run_counts = False  # whether the current (or last) run counts instructions
         self.last_exit: Exit | None = None
+        self.sdei_check = False  # the SDEI dispatcher may have an event to deliver here (hyp/sdei*)
+        self._hypercall_pending: Exit | None = None  # a KVM_EXIT_HYPERCALL awaiting its x0-x3
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
+        self._call_regs = CallRegisters(self.uc, vm.memory)
+        self._context_regs = ContextRegisters(self.uc)
+        self._pstate_writer = PstateWriter(self.uc)
         # `until` is never used: the loop stops through hooks, budgets and exits only.
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
@@ -152,18 +160,36 @@ class Vcpu:
         if hasattr(dev, "for_vcpu"):  # banked registers (GIC): this vCPU's own view
             dev = dev.for_vcpu(self)
 
+        replay = self._mmio_replay
+
         def rd(uc: Uc, offset: int, size: int, _ud: object) -> int:
+            if replay.pending:
+                again = replay.replay("r", region.base + offset, size)
+                if again is not None:
+                    return again
+            stop = self._stop
             try:
-                return dev.read(offset, size) & ((1 << (8 * size)) - 1)
+                value = dev.read(offset, size) & ((1 << (8 * size)) - 1)
             except Exception:
                 self._host_error(f"device {region.name!r} read at +{offset:#x}")
                 return 0
+            if self._stop is not stop and self._stop is not None and self._stop.exit is None:
+                replay.start()  # the device stopped the vCPU: see sandbox/mmio_replay.py
+            replay.record("r", region.base + offset, size, value)
+            return value
 
         def wr(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+            if replay.pending and replay.replay("w", region.base + offset, size) is not None:
+                return
+            stop = self._stop
             try:
                 dev.write(offset, size, value)
             except Exception:
                 self._host_error(f"device {region.name!r} write at +{offset:#x}")
+                return
+            if self._stop is not stop and self._stop is not None and self._stop.exit is None:
+                replay.start()
+            replay.record("w", region.base + offset, size, value)
 
         self.uc.mmio_map(region.base, region.size, rd, None, wr, None)
 
@@ -213,10 +239,10 @@ class Vcpu:
         self._storm_key, self._storm_count = None, 0
 
     def set_pstate(self, value: int) -> None:
-        """Write PSTATE and make Unicorn notice a new EL: a PSTATE write alone does not
-        rebuild the cached hflags until a CP-register write (unicorn #2333)."""
-        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
-        self.uc.cpr_write(*_TPIDR_EL0, self.uc.cpr_read(*_TPIDR_EL0))
+        """Write PSTATE as an exception entry or return would: SP banked into SP_EL0/SP_EL1
+        (QEMU aarch64_save_sp/restore_sp; Unicorn keeps only the live SP) and Unicorn's
+        cached hflags rebuilt, which a PSTATE write alone does not do (unicorn #2333)."""
+        self._pstate_writer.write(value)
 
     def pstate(self) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
@@ -373,9 +399,13 @@ class Vcpu:
     # -- exception entry ------------------------------------------------------------------
 
     def take_exception(self, kind: ExceptionKind, esr: int | None, preferred_return: int,
-                       far: int | None = None, from_pstate: int | None = None) -> ExceptionEntry:
+                       far: int | None = None, from_pstate: int | None = None,
+                       target: int | None = None) -> ExceptionEntry:
         """Enter the guest's EL1 vector for an exception (AArch64.TakeException) and write
-        ESR/FAR/ELR/SPSR/PSTATE/PC. Every exception the guest takes comes through here."""
+        ESR/FAR/ELR/SPSR/PSTATE/PC. Every exception the guest takes comes through here.
+        `target` replaces the vector address for an entry "as if a synchronous exception
+        were taken" at a given address (SDEI COMPLETE_AND_RESUME, DEN0054C 5.2.2); such a
+        deliberate resume is never counted as an exception storm."""
         uc = self.uc
         if from_pstate is None:
             from_pstate = self.pstate()
@@ -383,7 +413,9 @@ class Vcpu:
             kind=kind, from_pstate=from_pstate, preferred_return=preferred_return,
             vbar=uc.reg_read(A.UC_ARM64_REG_VBAR_EL1), sctlr_el1=uc.cpr_read(*_SCTLR_EL1),
             esr=esr, far=far, features=self.features)
-        if self._storm(entry):
+        if target is not None:
+            entry = dataclasses.replace(entry, pc=target)
+        elif self._storm(entry):
             return entry
         if entry.esr is not None:
             uc.reg_write(A.UC_ARM64_REG_ESR_EL1, entry.esr)
@@ -391,8 +423,7 @@ class Vcpu:
             uc.reg_write(A.UC_ARM64_REG_FAR_EL1, entry.far)
         uc.reg_write(A.UC_ARM64_REG_ELR_EL1, entry.elr)
         uc.cpr_write(*_SPSR_EL1, entry.spsr)
-        uc.reg_write(A.UC_ARM64_REG_PSTATE, entry.pstate)
-        uc.cpr_write(*_TPIDR_EL0, uc.cpr_read(*_TPIDR_EL0))  # hflags rebuild (unicorn #2333)
+        self.set_pstate(entry.pstate)  # hflags rebuild (unicorn #2333) and the SP_EL1 bank
         if uc.reg_read(A.UC_ARM64_REG_PC) != entry.pc:
             # (Already there when Unicorn made the entry itself, sandbox.irq: a PC write
             # from a code hook would restart the instruction and count it twice.)
@@ -490,7 +521,7 @@ class Vcpu:
     def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
         try:
             if intno == 11 or intno == 13:  # EXCP_HVC / EXCP_SMC: the hot path, kept short
-                self._hypercall(Conduit.HVC if intno == 11 else Conduit.SMC)
+                self._hypercall(intno == 13)  # the conduit: 0 HVC, 1 SMC (hyp.smccc.Conduit)
                 return
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             trap = classify_interrupt(intno, pc, self.pstate(), self._fetch)
@@ -667,15 +698,64 @@ class Vcpu:
         self._stop_with(Exit(ExitReason.INTERNAL_ERROR, trap.pc, internal=InternalErrorExit(
             InternalErrorSuberror.UNHANDLED_TRAP, f"{trap.detail} at {trap.pc:#x}: {text}")))
 
-    def _hypercall(self, conduit: Conduit) -> None:
-        uc = self.uc
-        pc = uc.reg_read(A.UC_ARM64_REG_PC)
-        insn = self._fetch(pc - 4) or 0
-        result = self.vm.hypervisor.call(self, conduit, (insn >> 5) & 0xFFFF, uc.reg_read(A.UC_ARM64_REG_X0))
+    def _hypercall(self, conduit: int) -> None:
+        """An HVC/SMC: the shim decides what it does (hyp.dispatch), the vCPU applies it.
+        The common answer is a bare x0; anything else is a CallResult."""
+        calls = self._call_regs
+        x = calls.x  # x0-x30 and (slot 32) PC of this CPU, read in place (sandbox/cpustate.py)
+        if x is None:
+            regs, pc = calls.read()
+        else:
+            regs, pc = x, x[32]
+        result = self.vm.hypervisor.call(self, conduit, regs, pc, calls.immediate(pc))
+        if result.__class__ is not int:
+            self._apply_call(result)  # type: ignore[arg-type]
+        elif x is not None:
+            x[0] = result
+        else:
+            calls.write_x0(result)  # type: ignore[arg-type]
+        if self.sdei_check:
+            self._deliver_sdei()
+
+    def _apply_call(self, result: CallResult) -> None:
+        """Apply what the shim decided: return registers, a context switch (SDEI dispatch
+        or COMPLETE), an exception-like entry (COMPLETE_AND_RESUME), an exit."""
         if result.regs:
-            uc.reg_write_batch(list(zip(_X_IDS, result.regs)))
-        if result.system_event is not None:
-            self._stop_with(Exit(ExitReason.SYSTEM_EVENT, pc, system_event=SystemEventExit(result.system_event)))
+            self.uc.reg_write_batch(list(zip(_X_IDS, result.regs)))
+        if result.context is not None:
+            self.switch_context(result.context)
+        if result.resume is not None:
+            r = result.resume
+            self.take_exception(r.kind, None, r.elr, from_pstate=r.from_pstate, target=r.target)
+        if result.exit is not None:
+            result.exit.pc = self.uc.reg_read(A.UC_ARM64_REG_PC)  # past the call (or where it resumed)
+            if result.exit.reason is ExitReason.HYPERCALL:
+                self._hypercall_pending = result.exit
+            self._stop_with(result.exit)
+        if result.reschedule:
+            self.vm.scheduler.power_changed(self)
+
+    def switch_context(self, context: Any) -> None:
+        """Load x0-x17, PC and PSTATE (a hyp.result.GuestContext): the documented sibling
+        of take_exception for SDEI. A handler entry's PSTATE is computed by
+        arch.exception.entry_pstate (hyp/sdei_delivery.py), the rule every exception entry
+        follows; COMPLETE restores a saved context bit for bit. ELR/SPSR are not touched."""
+        self._context_regs.write_gprs_and_pc(context.regs, context.pc)
+        self.set_pstate(context.pstate)
+
+    def _deliver_sdei(self) -> None:
+        """Dispatch the SDEI event the shim says is due on this vCPU, if any."""
+        sdei = self.vm.hypervisor.sdei
+        choice = sdei.next_dispatch(self)
+        if choice is not None:
+            regs, pc, pstate, sctlr = self._context_regs.read()
+            self._apply_call(sdei.dispatch(self, choice, regs, pc, pstate, sctlr))
+
+    def _complete_hypercall(self) -> None:
+        """KVM_EXIT_HYPERCALL: the host's values in exit.hypercall.ret become x0-x3."""
+        pending, self._hypercall_pending = self._hypercall_pending, None
+        if pending is not None and pending.hypercall is not None:
+            self.uc.reg_write_batch(list(zip(_X_IDS, [int(v) for v in pending.hypercall.ret[:4]])))
 
     def _fault(self, trap: Trap) -> Exit | None:
         """An access to a guest-physical address with no RAM and no device."""
@@ -730,14 +810,26 @@ class Vcpu:
     def run(self, *, max_instructions: int | None = None, timeout: float | None = DEFAULT_TIME_BUDGET) -> Exit:
         """Run until the guest needs the host. `max_instructions` (exact, costs Unicorn's
         per-instruction counter) and `timeout` (seconds of wall time) bound the run."""
+        exit_ = self._run_guarded(max_instructions, timeout)
+        self.last_exit = exit_
+        if self.vm.observers:
+            self.vm.notify("exit", self, exit_.pc, exit=exit_)
+        return exit_
+
+    def _run_guarded(self, max_instructions: int | None, timeout: float | None) -> Exit:
+        """One run without the observer report (Vm.run reports once for all vCPUs)."""
         if self._running:
             raise kvm_error(EBUSY, "the vCPU is already running")
         if max_instructions is not None and max_instructions < 0:
             raise kvm_error(EINVAL, "max_instructions must be >= 0")
+        if not self.vm.hypervisor.power.start(self):
+            # PSCI: powered off (KVM_MP_STATE_STOPPED) until another vCPU's CPU_ON.
+            return Exit(ExitReason.POWERED_OFF, self.uc.reg_read(A.UC_ARM64_REG_PC), vcpu=self.index)
         self._running = True
         self._run_counts = max_instructions is not None
         try:
             self._complete_mmio()
+            self._complete_hypercall()
             self._abort_site = None
             self._storm_key, self._storm_count = None, 0  # a storm is counted within one run
             stepping = self.guest_debug.stepping
@@ -751,9 +843,7 @@ class Vcpu:
                          internal=InternalErrorExit(InternalErrorSuberror.HOST_ERROR, traceback.format_exc(limit=8)))
         finally:
             self._running = False
-        self.last_exit = exit_
-        if self.vm.observers:
-            self.vm.notify("exit", self, exit_.pc, exit=exit_)
+        exit_.vcpu = self.index
         return exit_
 
     def _run(self, max_instructions: int | None, timeout: float | None) -> Exit:
@@ -774,6 +864,8 @@ class Vcpu:
             self._stop = None
             if self.timer is not None:
                 self.timer.update()  # a compare value reached: the timer's PPI goes high
+            if self.sdei_check:
+                self._deliver_sdei()  # SDEI events are not masked by PSTATE (DEN0054C: from EL2/EL3)
             if self.serror.pending and self.serror.deliver_if_unmasked() and self._stop is not None:
                 return self._stop.exit  # type: ignore[return-value]
             self.serror.settle()
@@ -813,6 +905,13 @@ class Vcpu:
                         remaining -= done
                     self.instructions += done
             if stop is not None and stop.exit is None and stop.trap is None:
+                if self._mmio_replay.recording:  # a device stopped us mid-instruction: finish it
+                    # the count above took that instruction as done; it retires in the step
+                    done = self._complete_stopped_access() - (1 if remaining is not None else 0)
+                    retired += done
+                    self.instructions += done
+                    if remaining is not None:
+                        remaining -= done
                 if stop.then is not None:  # a hook left work for the loop (_pause_then)
                     self._stop = None
                     stop.then()
@@ -848,11 +947,37 @@ class Vcpu:
                 return Exit(ExitReason.IDLE, pc, instructions=retired if max_instructions is not None else None)
             # WFE / YIELD and other voluntary stops: carry on.
 
+    def _complete_stopped_access(self) -> int:
+        """Run the instruction whose device access stopped the vCPU once more, its device
+        accesses replayed (sandbox/mmio_replay.py); 1 if it retired."""
+        replay = self._mmio_replay
+        replay.recording = False
+        pc = self.uc.reg_read(A.UC_ARM64_REG_PC)
+        first = replay.first
+        if first is not None:
+            at = locate_access(pc, first, self._fetch, lambda n: self.uc.reg_read(_X_IDS[n]),
+                               self.uc.reg_read(A.UC_ARM64_REG_SP), lambda va: self.translate(va))
+            if at is not None and at != pc:
+                pc = at  # the block's earlier instructions have run (sandbox/mmio_replay.py)
+                self.uc.reg_write(A.UC_ARM64_REG_PC, pc)
+        self._in_emulation = True
+        try:
+            self._emu_start(pc, count=1)
+        except UcError:
+            pass
+        finally:
+            self._in_emulation = False
+            replay.clear()
+        return int(self.uc.reg_read(A.UC_ARM64_REG_PC) != pc)
+
     def _wakeup_pending(self) -> bool:
         """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks
         it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2), and so does an
-        asserted IRQ/FIQ; with a timer armed, time passes until it fires."""
+        asserted IRQ/FIQ or an SDEI event due on this vCPU (an interrupt routed to EL2/EL3 is
+        a wake-up event too); with a timer armed, time passes until it fires."""
         if self.serror.pending or (self.irq is not None and self.irq.pending):
+            return True
+        if self.sdei_check and self.vm.hypervisor.sdei.next_dispatch(self) is not None:
             return True
         while self.timer is not None and self.timer.skip_idle():
             if self.irq is not None and self.irq.pending:

@@ -15,27 +15,33 @@ from .asm import Program
 from .devices.pl011 import PL011, PL011_BASE, PL011_SIZE
 from .firmware import ExceptionRecord, exception_records
 from .hyp import Hypervisor
+from .hyp.sdei_vmm import SdeiVmm
 from .idregs import IdRegisters
 from .hyp.smccc import Conduit
-from .kvm import EBUSY, EINVAL, Cap, kvm_error
+from .exits import Exit
+from .interrupts import interrupt_line
+from .kvm import EBUSY, EEXIST, EINVAL, Cap, kvm_error
 from .memory import DEFAULT_MAX_RAM, MemoryMap, MmioDevice
 from .observe import Event, Observer
 from .poison import PoisonMap
 from .quirks import check_quirks
 from .semihosting import Semihosting
+from .smp import DEFAULT_QUANTUM, DEFAULT_TIME_BUDGET, Scheduler
 from .symbols import Symbolizer
 from .vcpu import Vcpu
 
 RAM_BASE = memmap.RAM_BASE  # QEMU virt's RAM base
 DEFAULT_RAM_SIZE = 64 << 20
 UnbackedPolicy = Literal["abort", "exit"]
+KVM_MAX_VCPUS = 512  # arm64 (Linux arch/arm64/include/asm/kvm_host.h); also KVM_SDEI_MAX_VCPUS
 
 
 class Vm:
     def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = RAM_BASE,
                  unbacked: UnbackedPolicy = "exit", ras: bool = True,
                  storm_threshold: int = 64, max_ram: int = DEFAULT_MAX_RAM,
-                 psci_conduit: Conduit = Conduit.HVC, uart: bool = True, uart_echo: TextIO | None = None,
+                 psci_conduit: Conduit = Conduit.HVC, sdei_conduit: Conduit = Conduit.HVC,
+                 uart: bool = True, uart_echo: TextIO | None = None,
                  quirks: "set[str] | frozenset[str] | list[str] | tuple[str, ...]" = (),
                  semihosting: bool = False):
         """`unbacked` chooses what a guest access to an address with no RAM and no device
@@ -53,7 +59,9 @@ class Vm:
         self.unbacked_policy: UnbackedPolicy = unbacked
         self.ras = ras
         self.storm_threshold = storm_threshold
-        self.hypervisor = Hypervisor(psci_conduit)
+        self.hypervisor = Hypervisor(self, psci_conduit, sdei_conduit)  # SMCCC, PSCI, SDEI (sandbox/hyp)
+        self.scheduler = Scheduler(self)  # Vm.run (sandbox/smp.py)
+        self.sdei = SdeiVmm(self)  # KVM_ARM_SDEI_COMMAND (sandbox/hyp/sdei_vmm.py)
         self.vcpus: list[Vcpu] = []
         self.caps: dict[Cap, int] = {
             Cap.VCPU_EVENTS: 1,
@@ -63,6 +71,7 @@ class Vm:
             Cap.ARM_NISV_TO_USER: 1,
             Cap.ARM_SEA_TO_USER: 1,
             Cap.SET_GUEST_DEBUG: 1,
+            Cap.ARM_SDEI: 1,
         }
         if ras:
             self.caps[Cap.ARM_INJECT_SERROR_ESR] = 1
@@ -180,19 +189,6 @@ class Vm:
             raise kvm_error(EINVAL, f"capability {Cap(cap).name} is not offered")
         self.enabled_caps.add(Cap(cap))
 
-    # -- interrupts ----------------------------------------------------------------------
-
-    def raise_interrupt(self, intid: int, mpidr: int | None = None) -> None:
-        """Drive interrupt `intid` high (KVM_IRQ_LINE): SGI 0-15, PPI 16-31 on the vCPU
-        `mpidr` names (None: vCPU 0), SPI 32-1019. Goes to the interrupt controller."""
-        if self.interrupt_controller is not None:
-            self.interrupt_controller.raise_(intid, mpidr)  # type: ignore[attr-defined]
-
-    def lower_interrupt(self, intid: int, mpidr: int | None = None) -> None:
-        """Drive interrupt `intid` low."""
-        if self.interrupt_controller is not None:
-            self.interrupt_controller.lower(intid, mpidr)  # type: ignore[attr-defined]
-
     # -- vCPUs ---------------------------------------------------------------------------
 
     def create_vcpu(self, mpidr: int | None = None) -> Vcpu:
@@ -201,9 +197,44 @@ class Vm:
             # As KVM after KVM_DEV_ARM_VGIC_CTRL_INIT: the GIC is sized for its vCPUs.
             raise kvm_error(EBUSY, "the interrupt controller is initialized: no more vCPUs")
         index = len(self.vcpus)
-        vcpu = Vcpu(self, index, index if mpidr is None else mpidr)
+        if index >= KVM_MAX_VCPUS:
+            raise kvm_error(EINVAL, f"a Vm has at most KVM_MAX_VCPUS = {KVM_MAX_VCPUS} vCPUs")
+        mpidr = index if mpidr is None else mpidr
+        if any(v.mpidr & 0xFF00FFFFFF == mpidr & 0xFF00FFFFFF for v in self.vcpus):
+            raise kvm_error(EEXIST, f"a vCPU with MPIDR affinity {mpidr:#x} exists already")
+        vcpu = Vcpu(self, index, mpidr)
         self.vcpus.append(vcpu)
+        self.hypervisor.add_vcpu(vcpu)  # power state (vCPU 0 on, the rest off) and SDEI PE state
         return vcpu
+
+    def run(self, *, max_instructions: int | None = None, timeout: float | None = DEFAULT_TIME_BUDGET,
+            quantum: int = DEFAULT_QUANTUM) -> Exit:
+        """Run every powered-on vCPU, round-robin, `quantum` guest instructions per turn,
+        until one needs the host; Exit.vcpu says which (sandbox/smp.py)."""
+        return self.scheduler.run(max_instructions=max_instructions, timeout=timeout, quantum=quantum)
+
+    # -- interrupts --------------------------------------------------------------------------
+
+    def raise_interrupt(self, intid: int, mpidr: int | None = None) -> None:
+        """Assert interrupt `intid` (GIC numbering: SGI 0-15, PPI 16-31 per vCPU, chosen by
+        `mpidr` (None: vCPU 0), SPI 32-1019). An INTID bound to a registered SDEI event is
+        SDEI's; anything else goes to `interrupt_controller`; with none, OSError(ENXIO)
+        (sandbox/interrupts.py)."""
+        interrupt_line(self, intid, mpidr, asserted=True)
+
+    def lower_interrupt(self, intid: int, mpidr: int | None = None) -> None:
+        """Deassert `intid` (an SDEI event it made pending and not yet taken is withdrawn)."""
+        interrupt_line(self, intid, mpidr, asserted=False)
+
+    # -- the hypercall filter ------------------------------------------------------------------
+
+    def set_smccc_filter(self, base: int, nr_functions: int, action: int) -> None:
+        """KVM_ARM_VM_SMCCC_FILTER: `action` (hyp.filter.FilterAction: HANDLE, DENY,
+        FWD_TO_USER) for function IDs [base, base + nr_functions). Errors as KVM: EEXIST for
+        an overlap (with another range or the Arm Architecture calls), EINVAL for a bad
+        range or action, EBUSY once a vCPU has run."""
+        from .hyp.filter import KvmSmcccFilter
+        self.hypervisor.set_smccc_filter(KvmSmcccFilter(base, nr_functions, action))
 
     # -- snapshots --------------------------------------------------------------------------
 
