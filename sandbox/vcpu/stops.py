@@ -1,0 +1,29 @@
+"""Why a run of the vCPU stops: what a hook leaves for the run loop, and the KVM_RUN-style
+failure."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from ..exits import Exit
+from ..traps import Trap
+
+
+class RunFailure(OSError):
+    """run() fails the way KVM_RUN does (an errno), not with an exit."""
+
+    def __init__(self, code: int, what: str):
+        super().__init__(code, f"{os.strerror(code)}: {what}")
+
+
+@dataclass
+class Stop:
+    """Why the hooks stopped Unicorn; handled by the run loop after emu_start returns."""
+
+    exit: Exit | None = None
+    trap: Trap | None = None
+    then: Callable[[], None] | None = None  # work a hook left for the run loop
+
+
