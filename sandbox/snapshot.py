@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .vm import Vm
 
 MAGIC = b"SBXSNAP\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: devices, GHES, SDEI/PSCI state, GIC, timers, ID registers, instruction counts
 
 # System registers a vCPU snapshot carries (all EL1/EL0 state a guest kernel programs).
 SAVED_SYSREGS = (
