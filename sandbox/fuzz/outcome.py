@@ -1,0 +1,47 @@
+"""What one execution produced: the violations, and enough of what happened to compare two
+execution paths (exits, what the model delivered, what the guest recorded, where it ended)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..firmware import exception_records
+from .invariants import Checker, Violation
+
+
+@dataclass
+class Outcome:
+    violations: list[Violation]
+    exits: list[str]
+    delivered: list[tuple[int, int, int, int]]  # (vector, ESR, ELR, SPSR) the model entered
+    recorded: list[tuple[int, int, int, int]]  # what firmware/vectors.S recorded (vCPU 0)
+    instructions: int  # retired when the run ended
+    end_pc: int
+    coverage: frozenset[int] = field(default_factory=frozenset)  # basic blocks (fuzzing only)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        if self.ok:
+            return "ok"
+        return "; ".join(v.text() for v in self.violations)
+
+    def comparable(self) -> dict[str, Any]:
+        """Everything two execution paths must agree on."""
+        return {"violations": [v.to_json() for v in self.violations], "exits": self.exits,
+                "delivered": self.delivered, "recorded": self.recorded, "instructions": self.instructions,
+                "end_pc": self.end_pc}
+
+
+def outcome_of(checker: Checker, vm: Any, ring: int | None, exits: list[str], instructions: int,
+               coverage: frozenset[int] = frozenset()) -> Outcome:
+    delivered = [(e.vector_offset, e.esr or 0, e.elr, e.spsr) for cpu, e in checker.entries if cpu == 0]
+    recorded = []
+    if ring is not None:
+        recorded = [(r.vector, r.esr, r.elr, r.spsr)
+                    for r in exception_records(vm, ring, vm.vcpus[0].mpidr & 0xFF)]
+    return Outcome(list(checker.violations), exits, delivered, recorded, instructions,
+                   vm.vcpus[0].reg("pc"), coverage)
