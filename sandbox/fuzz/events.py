@@ -48,7 +48,7 @@ class EventKind:
     bind: Callable[[Boundary, dict[str, Any]], dict[str, Any]] = lambda b, p: dict(p)  # add what the
     # boundary decides (the address an access consumes poison at)
     needs_caps: tuple[str, ...] = ()  # KVM_ENABLE_CAP names the machine must enable
-    synchronous: bool = False  # the handler may return past the interrupted instruction
+    bound: bool = False  # `bind` takes parameters from the boundary's state (an address)
 
     def describe(self, params: dict[str, Any]) -> str:
         if not params:
@@ -138,4 +138,4 @@ def _sea_random(rng: random.Random) -> dict[str, Any]:
 register_event_kind(EventKind(
     "sea", "the access at the boundary consumes poison: KVM_EXIT_ARM_SEA, the host injects the SEA",
     applies=_sea_applies, masked=lambda pstate: None, random_params=_sea_random,
-    steps=_sea_steps, bind=_sea_bind, needs_caps=("ARM_SEA_TO_USER",), synchronous=True))
+    steps=_sea_steps, bind=_sea_bind, needs_caps=("ARM_SEA_TO_USER",), bound=True))

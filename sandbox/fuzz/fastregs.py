@@ -64,28 +64,36 @@ def install(uc: Uc) -> None:
         cp.crn, cp.crm, cp.op0, cp.op1, cp.op2, cp.val = crn, crm, op0, op1, op2, v
         check(c_write(handle, _CP_REG, pcp))
 
+    batches: dict[tuple[int, ...], tuple[Any, Any, Any, int]] = {}
+
+    def _batch(ids: tuple[int, ...]) -> tuple[Any, Any, Any, int]:
+        b = batches.get(ids)
+        if b is None:
+            n = len(ids)
+            vals = (ctypes.c_uint64 * n)()
+            base = ctypes.addressof(vals)
+            b = batches[ids] = ((ctypes.c_int * n)(*ids), vals, (ctypes.c_void_p * n)(*range(base, base + 8 * n, 8)), n)
+        return b
+
     def reg_read_batch(reg_ids: Iterable[int]) -> tuple[int, ...]:
-        ids = list(reg_ids)
+        ids = tuple(reg_ids)
         if any(r == _CP_REG or r in _WIDE for r in ids):
             return tuple(reg_read(r) for r in ids)
-        n = len(ids)
-        vals = (ctypes.c_uint64 * n)()
-        base = ctypes.addressof(vals)
-        ptrs = (ctypes.c_void_p * n)(*range(base, base + 8 * n, 8))
-        check(c_read_batch(handle, (ctypes.c_int * n)(*ids), ptrs, n))
-        return tuple(vals)
+        c_ids, vals, ptrs, n = _batch(ids)
+        check(c_read_batch(handle, c_ids, ptrs, n))
+        return tuple(memoryview(vals).cast("B").cast("Q").tolist())
 
     def reg_write_batch(pairs: Iterable[tuple[int, int]]) -> None:
         pairs = list(pairs)
-        if any(r == _CP_REG or r in _WIDE for r, _ in pairs):
+        ids = tuple(r for r, _ in pairs)
+        if any(r == _CP_REG or r in _WIDE for r in ids):
             for r, v in pairs:
                 reg_write(r, v)
             return
-        n = len(pairs)
-        vals = (ctypes.c_uint64 * n)(*(v for _, v in pairs))
-        base = ctypes.addressof(vals)
-        ptrs = (ctypes.c_void_p * n)(*range(base, base + 8 * n, 8))
-        check(c_write_batch(handle, (ctypes.c_int * n)(*(r for r, _ in pairs)), ptrs, n))
+        c_ids, vals, ptrs, n = _batch(ids)
+        for i, (_, v) in enumerate(pairs):
+            vals[i] = v
+        check(c_write_batch(handle, c_ids, ptrs, n))
 
     uc.reg_read = reg_read  # type: ignore[method-assign]
     uc.reg_write = reg_write  # type: ignore[method-assign]

@@ -123,6 +123,13 @@ class Checker:
     def __post_init__(self) -> None:
         self._extra = [spec.factory(self) for spec in INVARIANTS.values() if spec.factory is not None]
 
+    def fork(self) -> "Checker":
+        """A checker that has seen what this one has seen, for a run continuing from here
+        (the fast path forks the one that watched the scenario up to its restore point)."""
+        c = Checker(self.config, self.vm, list(self.violations), list(self.entries),
+                    {k: list(v) for k, v in self._frames.items()}, dict(self._pending), dict(self._abort_injected))
+        return c
+
     def attach(self, vm: "Vm") -> None:
         self.vm = vm
         vm.observers.append(self)
@@ -248,16 +255,23 @@ class Checker:
             records = exception_records(self.vm, self.config.ring, cpu)
             model = model[len(model) - len(records):] if len(records) < len(model) else model
             unmatched = list(records)
+            missing = []
             for e in model:
                 match = next((r for r in unmatched if _record_matches(r, e)), None)
                 if match is None:
-                    self.flag("records", f"the guest recorded no exception matching the delivered +{e.vector_offset:#05x} "
-                                         f"ESR {e.esr or 0:#010x} ELR {e.elr:#x} SPSR {e.spsr:#x}", e.elr)
+                    missing.append(e)
                 else:
                     unmatched.remove(match)
-            for r in unmatched:
+            if missing:
+                e = missing[0]
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                self.flag("records", f"the guest recorded no exception matching the delivered +{e.vector_offset:#05x} "
+                                     f"ESR {e.esr or 0:#010x} ELR {e.elr:#x} SPSR {e.spsr:#x}{more}", e.elr)
+            if unmatched:
+                r = unmatched[0]
+                more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
                 self.flag("records", f"the guest recorded +{r.vector:#05x} ESR {r.esr:#010x} ELR {r.elr:#x} "
-                                     f"SPSR {r.spsr:#x}, which the model did not deliver", r.elr)
+                                     f"SPSR {r.spsr:#x}, which the model did not deliver{more}", r.elr)
 
 
 def _masked_serror(spsr: int) -> bool:

@@ -29,6 +29,14 @@ class Outcome:
             return "ok"
         return "; ".join(v.text() for v in self.violations)
 
+    def brief(self, width: int = 110) -> str:
+        """One line: the invariants broken, then the first violation."""
+        if self.ok:
+            return "ok"
+        names = ", ".join(dict.fromkeys(v.invariant for v in self.violations))
+        text = f"{names}: {self.violations[0].message}"
+        return text if len(text) <= width else text[:width - 3] + "..."
+
     def comparable(self) -> dict[str, Any]:
         """Everything two execution paths must agree on."""
         return {"violations": [v.to_json() for v in self.violations], "exits": self.exits,

@@ -46,6 +46,7 @@ class Target:
     def __init__(self, path: str | Path, *, variant: str | None = None, events: list[str] | None = None,
                  start: str | None = None, end: str | None = None, max_instructions: int | None = None):
         self.path = Path(path)
+        self._args = (str(path), variant, None if events is None else tuple(events), start, end, max_instructions)
         self.scenario = Scenario.load(path)
         spec = self.scenario.spec
         self.variant: Variant = spec.variants[0] if variant is None else next(
@@ -75,6 +76,12 @@ class Target:
                 except Exception as e:
                     raise TargetError(str(e)) from None
         self.spec = self._fuzzable(spec)
+
+    def spec_key(self) -> Any:
+        """What a worker process needs to build this same target (sandbox.fuzz.workers)."""
+        from .workers import TargetKey
+        path, variant, events, start, end, budget = self._args
+        return TargetKey(path, variant or self.variant.name, events, start, end, budget)
 
     @property
     def program(self) -> Any:
