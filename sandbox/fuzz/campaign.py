@@ -82,8 +82,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def finding_id(outcome: Outcome) -> str:
-    """Same invariants broken at the same places: the same finding."""
-    key = "\n".join(sorted({v.signature() for v in outcome.violations}))
+    """The first invariant broken, where it showed: the same finding (what follows a
+    broken context differs from one injection to the next)."""
+    key = outcome.violations[0].signature()
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

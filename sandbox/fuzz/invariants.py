@@ -48,10 +48,9 @@ class Violation:
     pc: int | None = None  # where it showed (the ERET, the entry, the exit)
 
     def signature(self) -> str:
-        """What makes two violations the same finding: invariant, place and the message's
-        first clause (values after ':' differ from one injection point to the next)."""
-        where = f"{self.pc:#x}" if self.pc is not None else "-"
-        return f"{self.invariant}@{where}:{self.message.split(':')[0]}"
+        """What makes two violations the same finding: the invariant and where it showed."""
+        where = f"{self.pc:#x}" if self.pc is not None else self.message
+        return f"{self.invariant}@{where}"
 
     def text(self) -> str:
         return f"{self.invariant}: {self.message}"

@@ -15,7 +15,8 @@ class Outcome:
     violations: list[Violation]
     exits: list[str]
     delivered: list[tuple[int, int, int, int]]  # (vector, ESR, ELR, SPSR) the model entered
-    recorded: list[tuple[int, int, int, int]]  # what firmware/vectors.S recorded (vCPU 0)
+    recorded: list[tuple[int, int, int, int, int]]  # firmware/vectors.S's records of vCPU 0:
+    # (vector, ESR, ELR, SPSR, ISR_EL1 at entry)
     instructions: int  # retired when the run ended
     end_pc: int
     coverage: frozenset[int] = field(default_factory=frozenset)  # basic blocks (fuzzing only)
@@ -49,7 +50,7 @@ def outcome_of(checker: Checker, vm: Any, ring: int | None, exits: list[str], in
     delivered = [(e.vector_offset, e.esr or 0, e.elr, e.spsr) for cpu, e in checker.entries if cpu == 0]
     recorded = []
     if ring is not None:
-        recorded = [(r.vector, r.esr, r.elr, r.spsr)
+        recorded = [(r.vector, r.esr, r.elr, r.spsr, r.isr)
                     for r in exception_records(vm, ring, vm.vcpus[0].mpidr & 0xFF)]
     return Outcome(list(checker.violations), exits, delivered, recorded, instructions,
                    vm.vcpus[0].reg("pc"), coverage)

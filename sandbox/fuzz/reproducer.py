@@ -53,8 +53,8 @@ def reproducer_text(target: Target, plan: Plan, outcome: Outcome, dest: Path, *,
     fuzz.pop("events", None)
     fuzz["expect_violations"] = sorted({v.invariant for v in outcome.violations})
     raw["expect"] = {"exits": outcome.exits, "no_other_exceptions": True,
-                     "exceptions": [{"vector": v, "esr": e, "elr": elr, "spsr": spsr}
-                                    for v, e, elr, spsr in outcome.recorded]}
+                     "exceptions": [{"vector": v, "esr": e, "elr": elr, "spsr": spsr, "isr": isr}
+                                    for v, e, elr, spsr, isr in outcome.recorded]}
     first = outcome.violations[0].text() if outcome.violations else "no violation"
     raw["variants"] = {"reproduction": {"description": first}}
     raw["purpose"] = f"Reproducer ({how}): {plan.describe()} breaks {', '.join(fuzz['expect_violations'])}"
