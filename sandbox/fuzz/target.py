@@ -134,7 +134,7 @@ class Target:
 
         start_run = self._run_to_window()
         start = start_run.instruction_count()
-        probe = self.run_for(Plan(()))
+        probe = self.run_for(Plan(()), budget=self.config.max_instructions)
         result = probe.execute()
         assert result is not None
         outcome = run_general(self, Plan(()), run=probe, result=result)
