@@ -81,7 +81,7 @@ def install(uc: Uc) -> None:
             return tuple(reg_read(r) for r in ids)
         c_ids, vals, ptrs, n = _batch(ids)
         check(c_read_batch(handle, c_ids, ptrs, n))
-        return tuple(memoryview(vals).cast("B").cast("Q").tolist())
+        return tuple(vals)
 
     def reg_write_batch(pairs: Iterable[tuple[int, int]]) -> None:
         pairs = list(pairs)

@@ -60,6 +60,8 @@ class CampaignGate:
         # The vCPU's gate still decides (pend, take, defer, on_eret); it only no longer arms.
         gate._arm = lambda: None  # type: ignore[method-assign]
         gate._disarm = lambda: None  # type: ignore[method-assign]
+        # Clearing inside a run pauses Unicorn only to delete hooks: here there are none to delete.
+        gate.clear = lambda: setattr(gate, "pending_iss", None)  # type: ignore[method-assign]
         self.isr_sites = _sysreg_sites(code, base, True, _ISR)
         self.daif_sites = _sysreg_sites(code, base, False, _DAIF)
         uc = vcpu.uc

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from unicorn import arm64_const as A
+
 from ..arch import esr as E
 from ..arch import pstate as ps
 from ..arch.exception import ExceptionKind
@@ -38,7 +40,24 @@ if TYPE_CHECKING:
     from ..vm import Vm
 
 GP_NAMES = tuple(f"x{i}" for i in range(31))
+_X_IDS = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+# What an interrupted context is: x0-x30 and the SP of its mode. While a handler runs at
+# EL1h, SP_EL0 is the banked copy (written back on the switch) and SP_EL1 is the live SP.
+_IDS_SP0 = tuple(_X_IDS + [A.UC_ARM64_REG_SP_EL0])
+_IDS_SPX = tuple(_X_IDS + [A.UC_ARM64_REG_SP])
+
+
 HOST_FAILURES = {InternalErrorSuberror.HOST_ERROR, InternalErrorSuberror.EMULATION}
+
+
+def context_ids(spsr: int) -> tuple[int, ...]:
+    return _IDS_SPX if ps.el(spsr) == 1 and ps.sp_sel(spsr) else _IDS_SP0
+
+
+def context_of(vcpu: Any, spsr: int) -> tuple[int, ...]:
+    """x0-x30 and the SP of the interrupted mode (`spsr`), in one batched read, taken while
+    the handler runs at EL1h."""
+    return vcpu.uc.reg_read_batch(context_ids(spsr))
 
 
 @dataclass(frozen=True)
@@ -103,7 +122,7 @@ class _Frame:
     """An exception the guest is handling: the model's entry and the context it interrupted."""
 
     entry: Any  # sandbox.arch.exception.ExceptionEntry
-    regs: dict[str, int]
+    regs: tuple[int, ...] | None  # context_of() at entry, for injected events
     injected: bool
 
 
@@ -118,6 +137,7 @@ class Checker:
     _abort_injected: dict[int, bool] = field(default_factory=dict)
     _extra: list[Any] = field(default_factory=list)
     finished: bool = False
+    records: dict[int, list[Any]] = field(default_factory=dict)  # the guest's records read at the end, per CPU
 
     def __post_init__(self) -> None:
         self._extra = [spec.factory(self) for spec in INVARIANTS.values() if spec.factory is not None]
@@ -153,9 +173,9 @@ class Checker:
         for extra in self._extra:
             extra.on_event(event)
 
-    def _regs(self, index: int) -> dict[str, int]:
+    def _context(self, index: int, spsr: int) -> tuple[int, ...]:
         assert self.vm is not None
-        return self.vm.vcpus[index].regs()
+        return context_of(self.vm.vcpus[index], spsr)
 
     def _on_entry(self, event: Event) -> None:
         e = event.data["entry"]
@@ -179,7 +199,7 @@ class Checker:
             self.flag("context", f"illegal exception return to {e.elr:#x}: SPSR {e.spsr:#x}", e.elr)
             if self._frames.get(cpu):
                 self._frames[cpu].pop()  # the illegal ERET was that handler's return
-        self._frames.setdefault(cpu, []).append(_Frame(e, self._regs(cpu), injected))
+        self._frames.setdefault(cpu, []).append(_Frame(e, self._context(cpu, e.spsr) if injected else None, injected))
 
     def _on_eret(self, event: Event) -> None:
         frames = self._frames.get(event.vcpu)
@@ -194,16 +214,14 @@ class Checker:
         if "elr" not in may and elr not in _return_addresses(e):
             want = " or ".join(f"{a:#x}" for a in _return_addresses(e))
             self.flag("context", f"{what} returns to {elr:#x}, not {want}", event.pc)
-        if not frame.injected:
+        if not frame.injected or frame.regs is None:
             return
-        now = self._regs(event.vcpu)
-        bank = "sp_el1" if ps.el(e.spsr) == 1 and ps.sp_sel(e.spsr) else "sp_el0"
-        changed = [n for n in GP_NAMES if n not in may and now[n] != frame.regs[n]]
-        if "sp" not in may and now[bank] != frame.regs[bank]:
-            changed.append("sp")
+        now = self._context(event.vcpu, e.spsr)
+        if now == frame.regs:
+            return
+        changed = [(n, i) for i, n in enumerate(GP_NAMES + ("sp",)) if n not in may and now[i] != frame.regs[i]]
         if changed:
-            diffs = ", ".join(f"{n} {frame.regs[bank if n == 'sp' else n]:#x}->{now[bank if n == 'sp' else n]:#x}"
-                              for n in changed)
+            diffs = ", ".join(f"{n} {frame.regs[i]:#x}->{now[i]:#x}" for n, i in changed)
             self.flag("context", f"{what} returns with registers changed: {diffs}", event.pc)
 
     # -- the end ---------------------------------------------------------------------------
@@ -251,7 +269,7 @@ class Checker:
         for v in self.vm.vcpus:
             cpu = v.mpidr & 0xFF
             model = [e for i, e in self.entries if self.vm.vcpus[i].mpidr & 0xFF == cpu]
-            records = exception_records(self.vm, self.config.ring, cpu)
+            records = self.records[cpu] = exception_records(self.vm, self.config.ring, cpu)
             model = model[len(model) - len(records):] if len(records) < len(model) else model
             unmatched = list(records)
             missing = []

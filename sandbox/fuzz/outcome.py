@@ -50,7 +50,10 @@ def outcome_of(checker: Checker, vm: Any, ring: int | None, exits: list[str], in
     delivered = [(e.vector_offset, e.esr or 0, e.elr, e.spsr) for cpu, e in checker.entries if cpu == 0]
     recorded = []
     if ring is not None:
-        recorded = [(r.vector, r.esr, r.elr, r.spsr, r.isr)
-                    for r in exception_records(vm, ring, vm.vcpus[0].mpidr & 0xFF)]
+        cpu = vm.vcpus[0].mpidr & 0xFF
+        records = checker.records.get(cpu)
+        if records is None:
+            records = exception_records(vm, ring, cpu)
+        recorded = [(r.vector, r.esr, r.elr, r.spsr, r.isr) for r in records]
     return Outcome(list(checker.violations), exits, delivered, recorded, instructions,
                    vm.vcpus[0].reg("pc"), coverage)

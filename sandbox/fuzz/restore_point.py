@@ -92,7 +92,8 @@ class _VcpuState:
     instructions: int
     pending_iss: int | None
     last_pended_iss: int | None
-    sysregs: dict[str, Any]
+    disr_el1: int
+    sysregs_extra: dict[str, int]
     abort_site: Any
     mmio_pending: Any
     last_exit: Any
@@ -114,7 +115,7 @@ class RestorePoint:
             self.pages.rebase()
         self.contexts = [v.uc.context_save() for v in vm.vcpus]
         self.vcpus = [_VcpuState(v.instructions, v.serror.pending_iss, v.serror.last_pended_iss,
-                                 copy.deepcopy(vars(v.sysregs)), v._abort_site, v._mmio_pending, v.last_exit)
+                                 v.sysregs.disr_el1, dict(v.sysregs.extra), v._abort_site, v._mmio_pending, v.last_exit)
                       for v in vm.vcpus]
         self.devices = [(r.device, _device_state(r.device)) for r in vm.memory.mmio]
         self.poisoned = list(vm.poisoned.ranges)
@@ -149,7 +150,9 @@ def _restore_vcpu(v: "Vcpu", s: _VcpuState) -> None:
     v.instructions = s.instructions
     v.serror.pending_iss = s.pending_iss
     v.serror.last_pended_iss = s.last_pended_iss
-    vars(v.sysregs).update(copy.deepcopy(s.sysregs))
+    v.sysregs.disr_el1 = s.disr_el1
+    if v.sysregs.extra != s.sysregs_extra:
+        v.sysregs.extra = dict(s.sysregs_extra)
     v._abort_site = s.abort_site
     v._mmio_pending = s.mmio_pending
     v.last_exit = s.last_exit

@@ -76,6 +76,7 @@ class Target:
                 except Exception as e:
                     raise TargetError(str(e)) from None
         self.spec = self._fuzzable(spec)
+        self._parsed: dict[tuple[str, Any], tuple[Step, ...]] = {}
 
     def spec_key(self) -> Any:
         """What a worker process needs to build this same target (sandbox.fuzz.workers)."""
@@ -112,10 +113,34 @@ class Target:
     def steps_for(self, plan: Plan, raw_extra: list[dict[str, Any]] | None = None) -> tuple[Step, ...]:
         """The scenario's steps followed by the plan's (every injection lies after the
         scenario's own steps: the window starts there)."""
-        doc = Doc(f"{self.path} (fuzz injection)", {})
         own = self.spec.steps
-        extra = plan_steps(plan) + (raw_extra or [])
-        return own + tuple(parse_step(doc, len(own) + i, raw, self.spec.machine.vcpus) for i, raw in enumerate(extra))
+        if raw_extra:
+            doc = Doc(f"{self.path} (fuzz injection)", {})
+            extra = plan_steps(plan) + raw_extra
+            return own + tuple(parse_step(doc, len(own) + i, raw, self.spec.machine.vcpus)
+                               for i, raw in enumerate(extra))
+        steps: list[Step] = []
+        for inj in sorted(plan.injections, key=lambda i: i.at):
+            for step in self._injection_steps(inj.kind, inj.params):
+                trigger = step.trigger
+                if trigger is not None and trigger.name == "instructions":
+                    trigger = dataclasses.replace(trigger, args=inj.at)
+                steps.append(dataclasses.replace(step, index=len(own) + len(steps), trigger=trigger))
+        return own + tuple(steps)
+
+    def _injection_steps(self, kind: str, params: tuple[tuple[str, Any], ...]) -> tuple[Step, ...]:
+        """An injection's steps, parsed once per kind and parameters (the boundary is filled
+        in by steps_for: parsing is most of what building a plan costs)."""
+        key = (kind, params)
+        cached = self._parsed.get(key)
+        if cached is None:
+            doc = Doc(f"{self.path} (fuzz injection)", {})
+            raw = EVENT_KINDS[kind].steps(0, dict(params))
+            cached = tuple(parse_step(doc, i, r, self.spec.machine.vcpus) for i, r in enumerate(raw))
+            if len(self._parsed) > 4096:
+                self._parsed.clear()
+            self._parsed[key] = cached
+        return cached
 
     def run_for(self, plan: Plan, *, budget: int | None = None, raw_extra: list[dict[str, Any]] | None = None,
                 recorder: Any = None) -> ScenarioRun:
