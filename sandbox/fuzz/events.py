@@ -105,8 +105,8 @@ register_event_kind(EventKind(
 # -- sea --------------------------------------------------------------------------------------
 
 def _sea_applies(b: Boundary) -> bool:
-    # Poison protects whole pages, and the sandbox steps instruction fetches through a
-    # protected page unreliably: an access to the page of its own instruction is left out.
+    # Poison protects whole pages, and the sandbox handles instruction fetches from a page
+    # holding poison unreliably (README): an access to its own instruction's page is left out.
     return (b.address is not None and b.insn is not None and decode_load_store(b.insn) is not None
             and b.address >> 12 != b.pc >> 12)
 
