@@ -96,12 +96,17 @@ def _errors() -> tuple[type, ...]:
 
 # -- sweep ------------------------------------------------------------------------------------
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _guarded(run: Any, args: argparse.Namespace) -> int:
+    """Bad input is one line on stderr and exit status 2, never a traceback."""
     try:
-        return _sweep(args)
+        return run(args)
     except _errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return _guarded(_sweep, args)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -109,8 +114,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from .reproducer import write_reproducer
     from .sweep import sweep, sweep_points
 
-    summaries = []
-    status = 0
+    summaries, status = [], 0
     for target in _targets(args):
         out = Path(args.out or f"sandbox-sweep/{target.path.stem}") / target.variant.name
         total = len(sweep_points(target, unique=args.unique))
@@ -178,18 +182,13 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
 # -- fuzz ---------------------------------------------------------------------------------------
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    try:
-        return _fuzz(args)
-    except _errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return _guarded(_fuzz, args)
 
 
 def _fuzz(args: argparse.Namespace) -> int:
     from .campaign import Campaign
 
-    summaries = []
-    status = 0
+    summaries, status = [], 0
     for target in _targets(args):
         out = Path(args.out or f"sandbox-fuzz/{target.path.stem}") / target.variant.name
         cov = target.config.coverage
