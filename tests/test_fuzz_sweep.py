@@ -86,3 +86,16 @@ def test_bad_window_and_unknown_event_kind_are_reported(tmp_path, capsys):
     bad.write_text(DEMO.read_text().replace('events = ["serror"]', 'events = ["serror"]\nmay_change = ["x99"]'))
     assert main(["sweep", str(bad)]) == 2
     assert "bad.toml:" in capsys.readouterr().err
+
+
+def test_an_sea_point_written_as_a_scenario_replays_the_exit_and_the_injection(tmp_path):
+    from sandbox.fuzz.reproducer import write_reproducer
+
+    target = Target(SEA)
+    row = next(r for r in sweep(target).rows if r.disassembly.startswith("str x2"))
+    path = write_reproducer(target, row.point.plan, row.outcome, tmp_path / "sea.toml", how="sweep")
+    text = path.read_text()
+    assert 'exit = "ARM_SEA"' in text and "ARM_SEA_TO_USER" in text and "unpoison" in text
+    result = Scenario.load(path).run()
+    assert result.passed, result.text()  # same exits, same records (ESR, ELR, SPSR, ISR), no violation
+    assert result.variants[0].observed["exits"] == ["ARM_SEA", "SYSTEM_EVENT"]
