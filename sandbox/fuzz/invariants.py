@@ -47,6 +47,7 @@ _IDS_SP0 = tuple(_X_IDS + [A.UC_ARM64_REG_SP_EL0])
 _IDS_SPX = tuple(_X_IDS + [A.UC_ARM64_REG_SP])
 
 
+_CONTEXT_NAMES = GP_NAMES + ("sp",)
 HOST_FAILURES = {InternalErrorSuberror.HOST_ERROR, InternalErrorSuberror.EMULATION}
 
 
@@ -208,21 +209,22 @@ class Checker:
         frame = frames.pop()
         e, may = frame.entry, self.config.may_change
         spsr, elr = event.data["spsr"], event.data["elr"]
-        what = f"handler of +{e.vector_offset:#05x} (ESR {e.esr or 0:#010x}) entered from {e.elr:#x}"
+        returns = _return_addresses(e)
         if "spsr" not in may and (spsr & ps.SPSR_VALID) != e.spsr:
-            self.flag("context", f"{what} returns with SPSR {spsr:#x}, interrupted PSTATE was {e.spsr:#x}", event.pc)
-        if "elr" not in may and elr not in _return_addresses(e):
-            want = " or ".join(f"{a:#x}" for a in _return_addresses(e))
-            self.flag("context", f"{what} returns to {elr:#x}, not {want}", event.pc)
-        if not frame.injected or frame.regs is None:
+            self.flag("context", f"{_handler(e)} returns with SPSR {spsr:#x}, interrupted PSTATE was {e.spsr:#x}",
+                      event.pc)
+        if "elr" not in may and elr not in returns:
+            want = " or ".join(f"{a:#x}" for a in returns)
+            self.flag("context", f"{_handler(e)} returns to {elr:#x}, not {want}", event.pc)
+        if frame.regs is None:
             return
         now = self._context(event.vcpu, e.spsr)
         if now == frame.regs:
             return
-        changed = [(n, i) for i, n in enumerate(GP_NAMES + ("sp",)) if n not in may and now[i] != frame.regs[i]]
+        changed = [(n, i) for i, n in enumerate(_CONTEXT_NAMES) if n not in may and now[i] != frame.regs[i]]
         if changed:
             diffs = ", ".join(f"{n} {frame.regs[i]:#x}->{now[i]:#x}" for n, i in changed)
-            self.flag("context", f"{what} returns with registers changed: {diffs}", event.pc)
+            self.flag("context", f"{_handler(e)} returns with registers changed: {diffs}", event.pc)
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -289,6 +291,10 @@ class Checker:
                 more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
                 self.flag("records", f"the guest recorded +{r.vector:#05x} ESR {r.esr:#010x} ELR {r.elr:#x} "
                                      f"SPSR {r.spsr:#x}, which the model did not deliver{more}", r.elr)
+
+
+def _handler(e: Any) -> str:
+    return f"handler of +{e.vector_offset:#05x} (ESR {e.esr or 0:#010x}) entered from {e.elr:#x}"
 
 
 def _masked_serror(spsr: int) -> bool:
