@@ -22,7 +22,7 @@ def test_sweep_finds_the_early_unmask_and_prints_a_reproducer_that_replays(tmp_p
     files = sorted((tmp_path / "unmask-early").glob("*.toml"))
     assert files, out
     minimal = files[0]
-    assert f"minimal reproducer" in out and str(minimal) in out
+    assert "minimal reproducer" in out and str(minimal) in out
     assert "context" in out and "msr daifclr, #4" in out  # the first violating boundary is the unmask
     text = minimal.read_text()
     assert "instructions = " in text and "set_events" in text and 'expect_violations' in text

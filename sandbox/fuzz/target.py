@@ -36,7 +36,6 @@ class TargetError(Exception):
 
 @dataclass(frozen=True)
 class Baseline:
-    start: int  # instruction count where the window starts
     end: int  # instruction count where the run ends
     exits: tuple[str, ...]
     budget: int  # absolute instruction cap of every execution
@@ -157,8 +156,6 @@ class Target:
     def baseline(self) -> Baseline:
         from .general import run_general  # the general path judges the baseline too
 
-        start_run = self._run_to_window()
-        start = start_run.instruction_count()
         probe = self.run_for(Plan(()), budget=self.config.max_instructions)
         result = probe.execute()
         assert result is not None
@@ -168,7 +165,7 @@ class Target:
                               + "; ".join(v.text() for v in outcome.violations))
         end = probe.instruction_count()
         budget = self.config.max_instructions or (2 * end + 10_000)
-        return Baseline(start, end, tuple(outcome.exits), budget)
+        return Baseline(end, tuple(outcome.exits), budget)
 
     def _run_to_window(self) -> ScenarioRun:
         """A run standing at the start of the window: every scenario step fired, then (with
