@@ -32,7 +32,7 @@ from .plan import Plan
 from .reproducer import write_reproducer
 from .target import Target
 
-ROUND = 64
+ROUND = 128
 STATE_VERSION = 1
 
 

@@ -85,7 +85,7 @@ def execute_chunk(key: TargetKey, coverage: tuple[int, int] | None, exact: bool,
 
 
 def _chunks(plans: list[Plan], parts: int) -> list[list[Plan]]:
-    size = max(1, min(256, -(-len(plans) // max(1, parts * 4))))
+    size = max(1, min(256, -(-len(plans) // max(1, parts * 2))))
     return [plans[i:i + size] for i in range(0, len(plans), size)]
 
 
