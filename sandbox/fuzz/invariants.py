@@ -148,6 +148,8 @@ class Checker:
         (the fast path forks the one that watched the scenario up to its restore point)."""
         c = Checker(self.config, self.vm, list(self.violations), list(self.entries),
                     {k: list(v) for k, v in self._frames.items()}, dict(self._pending), dict(self._abort_injected))
+        # A registered invariant that keeps state across events forks it with `fork(checker)`.
+        c._extra = [x.fork(c) if hasattr(x, "fork") else x for x in self._extra]
         return c
 
     def attach(self, vm: "Vm") -> None:
@@ -324,7 +326,8 @@ def _record_matches(r: Any, e: Any) -> bool:
 class InvariantSpec:
     """An invariant. The built-in ones are checked by `Checker` itself (factory None);
     another part of the sandbox adds one with a factory: `factory(checker)` returns an
-    object with `on_event(event)` and `finish(end) -> list[Violation]` (see Checker.flag)."""
+    object with `on_event(event)` and `finish(end) -> list[Violation]` (see Checker.flag),
+    and `fork(checker)` if it keeps state (the fast path forks checkers at its restore point)."""
 
     name: str
     summary: str
