@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--symbols", action="store_true")
     a.add_argument("--limit", type=int, default=1 << 30, help="listing: at most this many instructions")
     a.set_defaults(func=_cmd_asm)
+    from .fuzz.cli import add_commands as add_fuzz_commands
+    add_fuzz_commands(sub)  # sweep, fuzz (sandbox.fuzz.cli)
     d = sub.add_parser("disasm", help="disassemble a flat binary or hex bytes")
     d.add_argument("file", nargs="?")
     d.add_argument("--hex")

@@ -54,6 +54,7 @@ class SErrorGate:
         self.pending_iss: int | None = None  # VSESR_EL2[24:0] while HCR_EL2.VSE is set
         self.last_pended_iss: int | None = None  # the host's cached VSE/VSESR (quirk stale-vserror-restored)
         self._armed = False  # DAIF / ISR_EL1 handlers registered on the vCPU's intercept
+        self._persistent = False  # keep_armed(): the hooks stay while nothing is pending
         self._site_hooks: dict[int, int] = {}
 
     # -- state ----------------------------------------------------------------------------
@@ -81,11 +82,21 @@ class SErrorGate:
             return self.last_pended_iss
         return self.pending_iss
 
+    def keep_armed(self) -> None:
+        """Arm the gate for good, for a host that pends SErrors again and again (a fuzzing
+        campaign): arming makes code translated before it be translated again, which costs
+        far more than the gate's handlers cost on the few instructions they watch while
+        nothing is pending."""
+        self._persistent = True
+        self._arm()
+
     def clear(self) -> None:
         """No SError pending any more. Unicorn must not lose hooks while it runs one of
         them (deleting a hook from inside a hook discards the PC the hook wrote), so inside
         a run the hooks are removed when the run loop next gets control."""
         self.pending_iss = None
+        if self._persistent:
+            return
         if self.vcpu._in_emulation:
             self.vcpu._request_pause()
         else:
@@ -93,7 +104,7 @@ class SErrorGate:
 
     def settle(self) -> None:
         """Drop the hooks if nothing is pending (called by the run loop between runs)."""
-        if self.pending_iss is None and (self._armed or self._site_hooks):
+        if self.pending_iss is None and not self._persistent and (self._armed or self._site_hooks):
             self._disarm()
 
     def masked(self, pstate: int) -> bool:

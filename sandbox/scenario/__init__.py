@@ -20,10 +20,12 @@ from .load import load_spec
 from .model import ScenarioSpec
 from .result import ScenarioResult, VariantResult
 from .runner import ScenarioRun, check_buildable
+from .sections import SECTIONS, SectionSpec, register_section
 from .triggers import TRIGGERS, TriggerSpec, register_trigger
 
-__all__ = ["ACTIONS", "ActionSpec", "Scenario", "ScenarioError", "ScenarioResult", "ScenarioRun", "TRIGGERS",
-           "TriggerSpec", "VariantResult", "register_action", "register_trigger"]
+__all__ = ["ACTIONS", "ActionSpec", "SECTIONS", "Scenario", "ScenarioError", "ScenarioResult", "ScenarioRun",
+           "SectionSpec", "TRIGGERS", "TriggerSpec", "VariantResult", "register_action", "register_section",
+           "register_trigger"]
 
 
 class Scenario:

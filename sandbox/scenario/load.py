@@ -25,6 +25,7 @@ from .fields import Doc, Node, Ref, ScenarioError
 from .model import (FORMAT_VERSION, ActionCall, Device, Firmware, FirmwareFirstSpec, Limits, Machine, Poison,
                     ScenarioSpec, Source, Step, TriggerCall, Variant)
 from .positions import key_lines, line_of
+from .sections import SECTIONS, load_builtin_sections
 from .triggers import TRIGGERS
 
 DEVICE_KINDS = ("serror-source",)
@@ -62,8 +63,11 @@ def load_spec(path: str | FsPath) -> tuple[ScenarioSpec, Doc]:
     steps = tuple(_step(i, n, machine.vcpus) for i, n in enumerate(top.tables("steps")))
     base_expect = top.table("expect")
     variants_node = top.table("variants")
+    load_builtin_sections()
+    sections = {name: s.parse(n) for name, s in SECTIONS.items() if (n := top.table(name)) is not None}
     top.finish()
-    spec = ScenarioSpec(file, purpose, source, machine, firmware, devices, poison, ff, limits, steps)
+    spec = ScenarioSpec(file, purpose, source, machine, firmware, devices, poison, ff, limits, steps,
+                        sections=sections)
     if variants_node is None or not variants_node.keys():
         spec.variants.append(Variant("default", "", (), {}, parse_expect(doc, base_expect, None), ("expect",)))
     else:
@@ -203,6 +207,11 @@ def _limits(n: Node) -> Limits:
                  n.int("max_exits", 64, minimum=1), n.bool("count_instructions", False))
     n.finish()
     return lim
+
+
+def parse_step(doc: Doc, index: int, raw: dict[str, Any], vcpus: int) -> Step:
+    """One `[[steps]]` table given as data (a fuzzer's injection), checked like the file's own."""
+    return _step(index, Node(doc, raw, ("steps", index)), vcpus)
 
 
 def _step(index: int, n: Node, vcpus: int) -> Step:

@@ -134,3 +134,4 @@ class ScenarioSpec:
     limits: Limits
     steps: tuple[Step, ...]
     variants: list[Variant] = field(default_factory=list)
+    sections: dict[str, Any] = field(default_factory=dict)  # registered extra tables (scenario.sections)

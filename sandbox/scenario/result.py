@@ -81,6 +81,8 @@ def _observed_text(obs: dict[str, Any]) -> list[str]:
         out.append(f"  host error: {obs['host_error']}")
     for n in obs.get("notes", []):
         out.append(f"  note: {n}")
+    for v in obs.get("violations", []):
+        out.append(f"  invariant violated: {v}")
     return out
 
 

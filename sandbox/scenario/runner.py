@@ -30,6 +30,7 @@ from .fields import Doc, Ref
 from .model import ScenarioSpec, Step, Variant
 from .positions import Path
 from .result import VariantResult
+from .sections import SECTIONS
 from .verdict import judge
 from .triggers import TRIGGERS, Verdict
 
@@ -116,6 +117,8 @@ class ScenarioRun:
 
     def _observe(self, vm: Vm) -> None:
         vm.observers.append(self._on_event)
+        for name, value in self.spec.sections.items():
+            SECTIONS[name].observe(self, value, vm)
         if self.recorder is not None:
             self.recorder.context = {"variant": self.variant.name}
             self.recorder.counted = self.counting
@@ -194,10 +197,14 @@ class ScenarioRun:
             if ex.reason in TERMINAL:
                 self.ended = True
 
-    def execute(self) -> VariantResult:
-        """Run the remaining steps to the end and compare with the expectations."""
+    def execute(self, *, until_step: int | None = None) -> VariantResult | None:
+        """Run the remaining steps to the end and compare with the expectations. With
+        `until_step`, stop (and return None) once that many steps have fired: the point
+        after the scenario's own preparation, where a fuzzer starts."""
         steps = self.spec.steps
         while not self.ended:
+            if until_step is not None and self.step_index >= until_step:
+                return None
             step = steps[self.step_index] if self.step_index < len(steps) else None
             if step is not None and step.trigger is None:
                 self._fire(step, None)

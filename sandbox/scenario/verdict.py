@@ -9,6 +9,7 @@ from ..ras.consumer import consumed_errors
 from .expect import Mismatch, compare_records
 from .fields import Ref
 from .result import VariantResult
+from .sections import SECTIONS
 
 if TYPE_CHECKING:
     from .runner import ScenarioRun
@@ -103,6 +104,8 @@ def judge(run: "ScenarioRun") -> VariantResult:
             if not step.optional:
                 mismatches.append(Mismatch(f"steps[{step.index}] {step.describe()}", "to fire",
                                            f"never fired (the run ended: {last})"))
+    for name, value in run.spec.sections.items():
+        mismatches += SECTIONS[name].judge(run, value, observed)
     quirks = tuple(sorted(set(run.spec.machine.quirks) | set(run.variant.quirks)))
     names: dict[int, str] = {}
     for name, address in sorted(symbols.items(), key=lambda kv: kv[0]):
