@@ -83,17 +83,17 @@ class AccessCompletion:
         self._next = len(self.log)
 
 
-def guarded_access(vcpu: "Vcpu", kind: str, address: int, size: int, call: Callable[[], int]) -> int:
-    """Run one device or watch callback `call()` for an access at guest-physical `address`
-    and return its value (a read's data); during a completing step, an access already made
-    returns the recorded value without calling it."""
+def guarded_access(vcpu: "Vcpu", kind: str, address: int, size: int, call: Callable[..., int], *args: int) -> int:
+    """Run one device or watch callback `call(*args)` for an access at guest-physical
+    `address` and return its value (a read's data); during a completing step, an access
+    already made returns the recorded value without calling it."""
     c = vcpu._access
     if c.completing:
         again = c.replayed(kind, address, size)
         if again is not None:
             return again
     pauses = vcpu._pause_requests
-    value = call()
+    value = call(*args)
     if not c.recording and vcpu._pause_requests != pauses:  # the callback asked for a stop
         stop = vcpu._stop
         c.recording = stop is not None and stop.exit is None and stop.trap is None

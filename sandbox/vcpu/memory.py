@@ -63,10 +63,10 @@ class GuestMemoryAccess:
         # Through guarded_access: a device that stops the vCPU sees its access once
         # (sandbox/access_completion.py).
         def rd(uc: Uc, offset: int, size: int, _ud: object) -> int:
-            return guarded_access(self, "r", base + offset, size, lambda: read(offset, size))
+            return guarded_access(self, "r", base + offset, size, read, offset, size)
 
         def wr(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
-            guarded_access(self, "w", base + offset, size, lambda: write(offset, size, value))
+            guarded_access(self, "w", base + offset, size, write, offset, size, value)
 
         self.uc.mmio_map(region.base, region.size, rd, None, wr, None)
 
@@ -75,14 +75,15 @@ class GuestMemoryAccess:
         [begin, end] (physical, inclusive), e.g. a register the host emulates in RAM. The
         callback may stop the vCPU with `pause_then` like a device (it then sees the write
         once). Returns a handle for `unwatch`; add and remove watches between runs."""
+        def call(address: int, size: int, value: int) -> int:
+            try:
+                callback(address, size, value)
+            except Exception:
+                self._host_error(f"write watch at {address:#x}")
+            return value
+
         def hook(uc: Uc, _access: int, address: int, size: int, value: int, _ud: object) -> None:
-            def call() -> int:
-                try:
-                    callback(address, size, value)
-                except Exception:
-                    self._host_error(f"write watch at {address:#x}")
-                return value
-            guarded_access(self, "w", address, size, call)
+            guarded_access(self, "w", address, size, call, address, size, value)
 
         return self.uc.hook_add(UC_HOOK_MEM_WRITE, hook, None, begin, end)
 
