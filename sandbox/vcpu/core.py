@@ -199,7 +199,7 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         return True
 
     def _stop_with(self, exit_: Exit | None = None, trap: Trap | None = None) -> None:
-        self._stop = Stop(exit_, trap, self._stop.actions if self._stop is not None else [])
+        self._stop = Stop.replacing(self._stop, exit_, trap)
         self.uc.emu_stop()
 
     def pause_then(self, action: Callable[[], None] | None = None, *, after_instructions: int = 0) -> None:
@@ -209,7 +209,15 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         first, exactly once, without the device seeing it again (sandbox/access_completion.py).
         With `after_instructions`, the action waits until that many more instructions have
         retired; they count toward the run's instruction budget. Several requests made
-        before the run loop gets control run in the order they were made."""
+        before the run loop gets control run in the order they were made. Outside a run
+        (from another action, or between runs) nothing needs stopping: the action runs at
+        once, or waits for its instructions in the next runs."""
+        if not self._in_emulation:
+            if action is not None and after_instructions > 0:
+                self._delayed.append([after_instructions, action])
+            elif action is not None:
+                action()
+            return
         if self._stop is None:
             self._stop = Stop()
         if action is not None:

@@ -118,7 +118,7 @@ class GuestMemoryAccess:
                     Access.WRITE if access == UC_MEM_WRITE_UNMAPPED else Access.READ)
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             trap = classify_fault(kind, address, size, pc)
-            self._stop = Stop(None, trap, self._stop.actions if self._stop is not None else [])
+            self._stop = Stop.replacing(self._stop, trap=trap)
         except Exception:
             self._host_error("memory fault")
         return False  # Unicorn stops with UC_ERR_*_UNMAPPED; the run loop takes it from there
@@ -128,7 +128,7 @@ class GuestMemoryAccess:
             kind = (Access.FETCH if access == UC_MEM_FETCH_PROT else
                     Access.WRITE if access == UC_MEM_WRITE_PROT else Access.READ)
             trap = classify_fault(kind, address, size, uc.reg_read(A.UC_ARM64_REG_PC), True)
-            self._stop = Stop(None, trap, self._stop.actions if self._stop is not None else [])
+            self._stop = Stop.replacing(self._stop, trap=trap)
         except Exception:
             self._host_error("memory protection fault")
         return False

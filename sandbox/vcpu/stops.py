@@ -27,4 +27,7 @@ class Stop:
     # Work hooks left for the run loop (Vcpu.pause_then): (action, instructions to wait first).
     actions: list[tuple[Callable[[], None], int]] = field(default_factory=list)
 
-
+    @staticmethod
+    def replacing(previous: "Stop | None", exit_: Exit | None = None, trap: Trap | None = None) -> "Stop":
+        """A stop for `exit_` or `trap` that keeps the actions hooks left before it."""
+        return Stop(exit_, trap, previous.actions if previous is not None else [])
