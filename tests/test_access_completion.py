@@ -277,3 +277,23 @@ access:
     [rec] = g.records
     # SError from EL1h: vector +0x380; ESR = EC 0x2F with the pended ISS (Arm ARM D17.2.37)
     assert (rec.vector, rec.esr, rec.elr) == (0x380, 0xBE001234, g.sym("access") + 4 + 4 * delay)
+
+
+def test_an_action_waiting_for_instructions_runs_when_the_vcpu_goes_idle_in_wfi():
+    g = boot("""
+guest_main:
+    ldr x9, =watched
+access:
+    str x9, [x9]
+    wfi                         // nothing else would wake it
+idle:
+    ret
+.balign 8
+watched: .quad 0
+""", run=False)
+    v, acted = g.vcpu, []
+    base = g.sym("watched")
+    v.watch_writes(base, base + 7, lambda *a: v.pause_then(lambda: acted.append(v.reg("pc")), after_instructions=1000))
+    g.exit = v.run()
+    assert_halted(g)
+    assert acted == [g.sym("idle")]
