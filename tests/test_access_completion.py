@@ -202,11 +202,12 @@ def test_an_action_after_n_instructions_runs_after_exactly_n_more_retired_ones(n
 
 
 def test_the_instructions_an_action_waits_for_come_off_the_budget_and_a_run_keeps_it_for_the_next():
-    def run_in_chunks(budget):
+    def run_in_chunks(budget, watch=True):
         g, v, calls, acted = watched_guest("str x10, [x9]")
         base = g.sym("watched")
-        v.watch_writes(base, base + 7, lambda *a: v.pause_then(
-            lambda: acted.append((v.reg("pc"), v.instructions)), after_instructions=5))
+        if watch:
+            v.watch_writes(base, base + 7, lambda *a: v.pause_then(
+                lambda: acted.append((v.reg("pc"), v.instructions)), after_instructions=5))
         total = 0
         while True:
             ex = v.run(max_instructions=budget)
@@ -215,8 +216,10 @@ def test_the_instructions_an_action_waits_for_come_off_the_budget_and_a_run_keep
                 assert ex.reason is ExitReason.SYSTEM_EVENT
                 return total, acted, g.sym("access")
 
+    plain, _, _ = run_in_chunks(10_000, watch=False)
     results = [run_in_chunks(b) for b in (1, 2, 7, 10_000)]
     total, acted, access = results[0]
+    assert total == plain  # the store and the five after it counted once each
     assert [pc for pc, _ in acted] == [access + 4 + 20]
     assert all(r == results[0] for r in results)  # same instructions retired, action at the same count
 
