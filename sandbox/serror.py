@@ -175,7 +175,7 @@ class SErrorGate:
         # A PC written from an instruction hook is ignored, but Unicorn ends the block
         # after an MSR: stop there and enter the vector from the run loop.
         after = uc.reg_read(A.UC_ARM64_REG_PC) + 4
-        vcpu._pause_then(lambda: self.take(after, new))
+        vcpu.pause_then(lambda: self.take(after, new))
         return True
 
     def _on_isr_read(self, _reg: SysReg) -> int | None:

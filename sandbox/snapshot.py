@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from unicorn import arm64_const as A
 
-from .kvm import EINVAL, Cap, kvm_error
+from .kvm import EBUSY, EINVAL, Cap, kvm_error
 
 if TYPE_CHECKING:
     from .memory import MmioDevice
@@ -108,6 +108,9 @@ def save(vm: "Vm") -> bytes:
     from .virt import machine_state
     for v in vm.vcpus:
         v._refuse_while_running("snapshot the Vm")
+        if v._delayed:  # host code waiting for instructions is no state (sandbox/access_completion.py)
+            raise kvm_error(EBUSY, f"vCPU {v.index} has an action waiting for instructions (pause_then); "
+                                   "run it until the action has run")
     blobs = [zlib.compress(bytes(r.buffer), 1) for r in vm.memory.ram]
     header = {
         "machine": {

@@ -47,11 +47,13 @@ class SErrorSource:
 
     def _signal(self) -> None:
         vcpu = self._accessing_vcpu()
-        if vcpu is None or vcpu.replaying_access:
+        if vcpu is None:
             return
         self.signals += 1
         iss = default_vserror_iss(self.vm) if self.iss is None else self.iss
-        vcpu._pause_after_access(lambda: vcpu.serror.pend(iss), then_steps=self.delay)
+        # Pended once the access has retired and `delay` more instructions have
+        # (sandbox/access_completion.py).
+        vcpu.pause_then(lambda: vcpu.serror.pend(iss), after_instructions=self.delay)
 
     def _accessing_vcpu(self) -> "Vcpu | None":
         # Device callbacks run inside the accessing vCPU's run; only one vCPU runs at a time.

@@ -97,6 +97,7 @@ class _VcpuState:
     abort_site: Any
     mmio_pending: Any
     last_exit: Any
+    delayed: list[list[Any]]  # pause_then actions waiting for instructions
 
 
 class RestorePoint:
@@ -115,7 +116,8 @@ class RestorePoint:
             self.pages.rebase()
         self.contexts = [v.uc.context_save() for v in vm.vcpus]
         self.vcpus = [_VcpuState(v.instructions, v.serror.pending_iss, v.serror.last_pended_iss,
-                                 v.sysregs.disr_el1, dict(v.sysregs.extra), v._abort_site, v._mmio_pending, v.last_exit)
+                                 v.sysregs.disr_el1, dict(v.sysregs.extra), v._abort_site, v._mmio_pending, v.last_exit,
+                                 [list(d) for d in v._delayed])
                       for v in vm.vcpus]
         self.devices = [(r.device, _device_state(r.device)) for r in vm.memory.mmio]
         self.poisoned = list(vm.poisoned.ranges)
@@ -156,6 +158,7 @@ def _restore_vcpu(v: "Vcpu", s: _VcpuState) -> None:
     v._abort_site = s.abort_site
     v._mmio_pending = s.mmio_pending
     v.last_exit = s.last_exit
+    v._delayed = [list(d) for d in s.delayed]
     v._storm_key, v._storm_count = None, 0
 
 

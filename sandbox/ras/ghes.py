@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Any, Iterable
 
-from unicorn import UC_HOOK_MEM_WRITE
-
 from ..kvm import EBUSY, EINVAL, kvm_error
 from .cper import MemoryErrorType, Severity, memory_error_block
 from .hest import READ_ACK_PRESERVE, READ_ACK_WRITE, GhesV2, Notification, build_hest
@@ -236,31 +234,25 @@ class FirmwareFirst:
 
     def _watch_ack(self, source: ErrorSource) -> None:
         """Watch guest writes to the read-ack register while something waits behind it (a
-        write hook on those 8 bytes, in every vCPU)."""
+        RAM watch on those 8 bytes, in every vCPU)."""
         for v in self.vm.vcpus:
             key = (v.index, source.source_id)
             if key not in self._ack_hooks:
                 address = source.entry.read_ack_address
-                self._ack_hooks[key] = v.uc.hook_add(
-                    UC_HOOK_MEM_WRITE, self._on_ack_write, (v, source), address, address + 7)
+                self._ack_hooks[key] = v.watch_writes(
+                    address, address + 7, lambda at, size, value, v=v: self._on_ack_write(v, source, at, value))
 
     def _unwatch_ack(self, source: ErrorSource) -> None:
         for v in self.vm.vcpus:
             hook = self._ack_hooks.pop((v.index, source.source_id), None)
             if hook is not None:
-                v.uc.hook_del(hook)
+                v.unwatch(hook)
 
-    def _on_ack_write(self, uc: Any, access: int, address: int, size: int, value: int, data: Any) -> None:
-        vcpu, source = data
-        try:
-            if vcpu.replaying_access:
-                return
-            shift = 8 * (address - source.entry.read_ack_address)
-            if not (value << shift) & READ_ACK_WRITE & ~READ_ACK_PRESERVE:
-                return
-            vcpu._pause_after_access(lambda: self._on_ack(source, vcpu))
-        except Exception:
-            vcpu._host_error("GHES read-ack watch")
+    def _on_ack_write(self, vcpu: "Vcpu", source: ErrorSource, address: int, value: int) -> None:
+        shift = 8 * (address - source.entry.read_ack_address)
+        if (value << shift) & READ_ACK_WRITE & ~READ_ACK_PRESERVE:
+            # Deliver once the write has retired (sandbox/access_completion.py).
+            vcpu.pause_then(lambda: self._on_ack(source, vcpu))
 
     def _on_ack(self, source: ErrorSource, vcpu: "Vcpu") -> None:
         """The guest acknowledged (its write has retired): deliver the next queued error."""

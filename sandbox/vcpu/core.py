@@ -34,6 +34,7 @@ from unicorn import (
 from unicorn import arm64_const as A
 
 from .. import icount
+from ..access_completion import AccessCompletion
 from ..arch import pstate as ps
 from ..arch.esr import EC, ec_of, syn_illegal_state
 from ..arch.exception import CpuFeatures, ExceptionEntry, ExceptionKind, take_exception
@@ -41,7 +42,6 @@ from ..disasm import disassemble_one
 from ..exits import Exit, InternalErrorExit
 from ..guest_debug import GuestDebug
 from ..kvm import EBUSY, ExitReason, InternalErrorSuberror, kvm_error
-from ..mmio_replay import AccessReplay
 from ..rawregs import CallRegisters, ContextRegisters, PstateWriter
 from ..serror import SErrorGate
 from ..sysreg_intercept import SysregIntercept
@@ -85,11 +85,13 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         self.irq: InterruptGate | None = None  # IRQ/FIQ lines, once the Vm has a GIC
         self.timer: GenericTimer | None = None  # deterministic time (sandbox.timer), when attached
         self._mmio_pending: tuple[Exit, Any] | None = None
-        self._mmio_replay = AccessReplay()
+        self._access = AccessCompletion()  # accesses that stopped the vCPU (sandbox/access_completion.py)
+        self._pause_requests = 0  # pause_then / _request_pause calls, so callbacks see their own
+        self._delayed: list[list[Any]] = []  # [instructions left, action] (pause_then after_instructions)
         self._abort_site: tuple[int, int] | None = None  # (pc, far) of the last abortable exit
         self.instructions = 0  # retired instructions, counted while a run counts them
         self.guest_debug = GuestDebug(self)  # KVM_SET_GUEST_DEBUG state (sandbox.guest_debug)
-        self.replaying_access = False  # see _pause_after_access
+        self.replaying_access = False  # the completing step of sandbox/access_completion.py runs
         self._run_counts = False  # whether the current (or last) run counts instructions
         self.last_exit: Exit | None = None
         self.sdei_check = False  # the SDEI dispatcher may have an event to deliver here (hyp/sdei*)
@@ -197,12 +199,30 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         return True
 
     def _stop_with(self, exit_: Exit | None = None, trap: Trap | None = None) -> None:
-        self._stop = Stop(exit_, trap)
+        self._stop = Stop.replacing(self._stop, exit_, trap)
         self.uc.emu_stop()
 
-    def _pause_then(self, action: Callable[[], None]) -> None:
-        """Stop Unicorn and run `action` from the run loop (for what a hook cannot do)."""
-        self._stop = Stop(then=action)
+    def pause_then(self, action: Callable[[], None] | None = None, *, after_instructions: int = 0) -> None:
+        """From a hook or a device callback: stop the vCPU and run `action` from the run loop,
+        for what a hook cannot do itself (enter an exception, pend an SError, add hooks).
+        Called from a memory access (a device, a watch), the access instruction completes
+        first, exactly once, without the device seeing it again (sandbox/access_completion.py).
+        With `after_instructions`, the action waits until that many more instructions have
+        retired; they count toward the run's instruction budget. Several requests made
+        before the run loop gets control run in the order they were made. Outside a run
+        (from another action, or between runs) nothing needs stopping: the action runs at
+        once, or waits for its instructions in the next runs."""
+        if not self._in_emulation:
+            if action is not None and after_instructions > 0:
+                self._delayed.append([after_instructions, action])
+            elif action is not None:
+                action()
+            return
+        if self._stop is None:
+            self._stop = Stop()
+        if action is not None:
+            self._stop.actions.append((action, max(0, after_instructions)))
+        self._pause_requests += 1
         self.uc.emu_stop()
 
     def instruction_count(self) -> int | None:
@@ -216,10 +236,9 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         return self.instructions
 
     def _request_pause(self) -> None:
-        """Stop Unicorn after the current hook and resume at once from the run loop."""
-        if self._stop is None:
-            self._stop = Stop()
-        self.uc.emu_stop()
+        """Stop Unicorn after the current hook and resume at once from the run loop (a bare
+        `pause_then()`: an exit or trap already waiting is kept)."""
+        self.pause_then()
 
     def _host_error(self, what: str) -> None:
         self._stop_with(Exit(ExitReason.INTERNAL_ERROR, self.uc.reg_read(A.UC_ARM64_REG_PC),

@@ -1,12 +1,14 @@
 """Guest memory as one vCPU touches it: RAM and device mapping, translation of virtual
 addresses, accesses to nothing (KVM_EXIT_MMIO / NISV or an external abort), poisoned pages
-(KVM_EXIT_ARM_SEA or an injected SEA), and device accesses that stop the vCPU."""
+(KVM_EXIT_ARM_SEA or an injected SEA), device accesses and RAM watches, completing the
+access instruction a device or watch stopped."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from unicorn import (
+    UC_HOOK_MEM_WRITE,
     UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
     UC_MEM_WRITE_PROT,
@@ -18,7 +20,7 @@ from unicorn import (
 )
 from unicorn import arm64_const as A
 
-from .. import icount
+from ..access_completion import MAX_COMPLETING_STEPS, guarded_access, locate_access
 from ..arch import esr as E
 from ..arch import pstate as ps
 from ..arch.decode import decode_load_store, effective_address
@@ -26,7 +28,6 @@ from ..arch.exception import ExceptionKind
 from ..exits import ARM_SEA_FLAG_GPA_VALID, Exit, MmioExit, NisvExit, SeaExit
 from ..kvm import ENOSYS, Cap, ExitReason
 from ..mmio import data_abort_iss, loaded_value, nisv_iss
-from ..mmio_replay import locate_access
 from ..traps import Access, Trap, classify_fault, guest_exception
 from ..vmem import translate as vmem_translate
 from .registers import SCTLR_EL1, X_IDS
@@ -43,39 +44,51 @@ class GuestMemoryAccess:
         dev = region.device
         if hasattr(dev, "for_vcpu"):  # banked registers (GIC): this vCPU's own view
             dev = dev.for_vcpu(self)
+        base = region.base
 
-        replay = self._mmio_replay
-
-        def rd(uc: Uc, offset: int, size: int, _ud: object) -> int:
-            if replay.pending:
-                again = replay.replay("r", region.base + offset, size)
-                if again is not None:
-                    return again
-            stop = self._stop
+        def read(offset: int, size: int) -> int:
             try:
-                value = dev.read(offset, size) & ((1 << (8 * size)) - 1)
+                return dev.read(offset, size) & ((1 << (8 * size)) - 1)
             except Exception:
                 self._host_error(f"device {region.name!r} read at +{offset:#x}")
                 return 0
-            if self._stop is not stop and self._stop is not None and self._stop.exit is None:
-                replay.start()  # the device stopped the vCPU: see sandbox/mmio_replay.py
-            replay.record("r", region.base + offset, size, value)
-            return value
 
-        def wr(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
-            if replay.pending and replay.replay("w", region.base + offset, size) is not None:
-                return
-            stop = self._stop
+        def write(offset: int, size: int, value: int) -> int:
             try:
                 dev.write(offset, size, value)
             except Exception:
                 self._host_error(f"device {region.name!r} write at +{offset:#x}")
-                return
-            if self._stop is not stop and self._stop is not None and self._stop.exit is None:
-                replay.start()
-            replay.record("w", region.base + offset, size, value)
+            return value
+
+        # Through guarded_access: a device that stops the vCPU sees its access once
+        # (sandbox/access_completion.py).
+        def rd(uc: Uc, offset: int, size: int, _ud: object) -> int:
+            return guarded_access(self, "r", base + offset, size, read, offset, size)
+
+        def wr(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+            guarded_access(self, "w", base + offset, size, write, offset, size, value)
 
         self.uc.mmio_map(region.base, region.size, rd, None, wr, None)
+
+    def watch_writes(self, begin: int, end: int, callback: Callable[[int, int, int], None]) -> int:
+        """Call `callback(address, size, value)` for every guest write to guest RAM in
+        [begin, end] (physical, inclusive), e.g. a register the host emulates in RAM. The
+        callback may stop the vCPU with `pause_then` like a device (it then sees the write
+        once). Returns a handle for `unwatch`; add and remove watches between runs."""
+        def call(address: int, size: int, value: int) -> int:
+            try:
+                callback(address, size, value)
+            except Exception:
+                self._host_error(f"write watch at {address:#x}")
+            return value
+
+        def hook(uc: Uc, _access: int, address: int, size: int, value: int, _ud: object) -> None:
+            guarded_access(self, "w", address, size, call, address, size, value)
+
+        return self.uc.hook_add(UC_HOOK_MEM_WRITE, hook, None, begin, end)
+
+    def unwatch(self, handle: int) -> None:
+        self.uc.hook_del(handle)
 
     def read_memory(self, address: int, size: int) -> bytes:
         return self.vm.memory.read(address, size)
@@ -105,7 +118,7 @@ class GuestMemoryAccess:
                     Access.WRITE if access == UC_MEM_WRITE_UNMAPPED else Access.READ)
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             trap = classify_fault(kind, address, size, pc)
-            self._stop = Stop(None, trap)
+            self._stop = Stop.replacing(self._stop, trap=trap)
         except Exception:
             self._host_error("memory fault")
         return False  # Unicorn stops with UC_ERR_*_UNMAPPED; the run loop takes it from there
@@ -114,7 +127,8 @@ class GuestMemoryAccess:
         try:
             kind = (Access.FETCH if access == UC_MEM_FETCH_PROT else
                     Access.WRITE if access == UC_MEM_WRITE_PROT else Access.READ)
-            self._stop = Stop(None, classify_fault(kind, address, size, uc.reg_read(A.UC_ARM64_REG_PC), True))
+            trap = classify_fault(kind, address, size, uc.reg_read(A.UC_ARM64_REG_PC), True)
+            self._stop = Stop.replacing(self._stop, trap=trap)
         except Exception:
             self._host_error("memory protection fault")
         return False
@@ -237,49 +251,33 @@ class GuestMemoryAccess:
         return decode_load_store(insn) if insn is not None else None
 
     def _complete_stopped_access(self) -> int:
-        """Run the instruction whose device access stopped the vCPU once more, its device
-        accesses replayed (sandbox/mmio_replay.py); 1 if it retired."""
-        replay = self._mmio_replay
-        replay.recording = False
+        """Run the instruction whose access stopped the vCPU once more, its recorded accesses
+        replayed (sandbox/access_completion.py); 1 if it retired. An access of the step that
+        stops the vCPU again makes the step run again, everything before it replayed."""
+        access = self._access
         pc = self.uc.reg_read(A.UC_ARM64_REG_PC)
-        first = replay.first
-        if first is not None:
-            at = locate_access(pc, first, self._fetch, lambda n: self.uc.reg_read(X_IDS[n]),
+        if access.log:
+            at = locate_access(pc, access.log[0], self._fetch, lambda n: self.uc.reg_read(X_IDS[n]),
                                self.uc.reg_read(A.UC_ARM64_REG_SP), lambda va: self.translate(va))
             if at is not None and at != pc:
-                pc = at  # the block's earlier instructions have run (sandbox/mmio_replay.py)
+                pc = at  # the block's earlier instructions have run (sandbox/access_completion.py)
                 self.uc.reg_write(A.UC_ARM64_REG_PC, pc)
+        self.replaying_access = True
         self._in_emulation = True
         try:
-            self._emu_start(pc, count=1)
-        except UcError:
-            pass
-        finally:
-            self._in_emulation = False
-            replay.clear()
-        return int(self.uc.reg_read(A.UC_ARM64_REG_PC) != pc)
-
-    def _pause_after_access(self, action: Callable[[], None], then_steps: int = 0) -> None:
-        """From a memory or MMIO callback: run `action` from the run loop once the access
-        being made has completed. Stopping Unicorn inside a memory callback abandons the
-        instruction and executes it again on resume (measured on 2.1.4), so the loop executes
-        it once more as a single step with `replaying_access` set (callbacks then see the
-        same access a second time and must not repeat their side effects), then `then_steps`
-        more instructions, then `action`."""
-        def step_then_act() -> None:
-            for count, replaying in ((1, True), (then_steps, False)):
-                if not count or self._stop is not None:
-                    continue
-                self.replaying_access = replaying
-                self._in_emulation = True
+            for _ in range(MAX_COMPLETING_STEPS):
+                pauses = self._pause_requests
+                access.rewind()
                 try:
-                    self._emu_start(self.uc.reg_read(A.UC_ARM64_REG_PC), count=count)
+                    self._emu_start(pc, count=1)
                 except UcError:
                     pass
-                finally:
-                    self._in_emulation = False
-                    self.replaying_access = False
-                if not replaying and self._run_counts:  # the replay was counted when it started
-                    self.instructions += min(count, icount.started_instructions(self.uc) or 0)
-            action()
-        self._pause_then(step_then_act)
+                stop = self._stop
+                if (self.uc.reg_read(A.UC_ARM64_REG_PC) != pc or pauses == self._pause_requests
+                        or stop is None or stop.exit is not None or stop.trap is not None):
+                    break
+        finally:
+            self._in_emulation = False
+            self.replaying_access = False
+            access.clear()
+        return int(self.uc.reg_read(A.UC_ARM64_REG_PC) != pc)

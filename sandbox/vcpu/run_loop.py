@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
+from typing import Callable
 
 from unicorn import UcError
 from unicorn import arm64_const as A
@@ -92,6 +93,9 @@ class RunLoop:
                 count = self.timer.instructions_until_event(count)
             elif self.irq is not None and not count:
                 count = icount.UNBOUNDED  # counted: interrupts stop it at exact boundaries
+            if self._delayed:  # an action waits for retired instructions (pause_then)
+                due = min(d[0] for d in self._delayed)
+                count = min(count, due) if count else due
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             error: UcError | None = None
             self._in_emulation = True
@@ -103,9 +107,11 @@ class RunLoop:
                 self._in_emulation = False
             stop = self._stop
             limit_reached = False
+            done, counted = 0, False
             if count:
                 started = icount.started_instructions(uc)
                 if started is not None:
+                    counted = True
                     limit = icount.run_limit(uc) or count  # a hook may have lowered it
                     done = min(started, limit)
                     # An instruction that faulted (abort, UNDEFINED...) was started but did
@@ -116,24 +122,31 @@ class RunLoop:
                             and done and started <= limit):
                         done -= 1
                     limit_reached = started > limit
-                    retired += done
-                    if remaining is not None:
-                        remaining -= done
-                    self.instructions += done
-            if stop is not None and stop.exit is None and stop.trap is None:
-                if self._mmio_replay.recording:  # a device stopped us mid-instruction: finish it
-                    # the count above took that instruction as done; it retires in the step
-                    done = self._complete_stopped_access() - (1 if remaining is not None else 0)
-                    retired += done
-                    self.instructions += done
-                    if remaining is not None:
-                        remaining -= done
-                if stop.then is not None:  # a hook left work for the loop (_pause_then)
-                    self._stop = None
-                    stop.then()
-                    if self._stop is not None and self._stop.exit is not None:
-                        return self._stop.exit
-                continue  # a pause requested by a hook (see _request_pause)
+            if self._access.recording:
+                if stop is not None and stop.trap is None:
+                    # A device or watch stopped us mid-instruction: finish it once (its own
+                    # exit, if it has one, waits for that). A counted run took the instruction
+                    # as done already; it retires (or not) in the step.
+                    completed = self._complete_stopped_access()
+                    if counted:
+                        done += completed - 1
+                    stop = self._stop  # the step may have stopped for a reason of its own
+                else:
+                    self._access.clear()  # it faulted: the trap takes it from the start
+            if counted:
+                retired += done
+                if remaining is not None:
+                    remaining -= done
+                self.instructions += done
+            action_exit = self._age_delayed(done if counted else None) if self._delayed else None
+            if stop is not None and stop.actions:  # work hooks left for the loop (pause_then)
+                action_exit = self._take_actions(stop.actions) or action_exit
+            if stop is None or (stop.exit is None and stop.trap is None):
+                if action_exit is not None:
+                    action_exit.instructions = retired if max_instructions is not None else None
+                    return action_exit
+                if stop is not None:
+                    continue  # a pause requested by a hook (pause_then, _request_pause)
             if stop is not None and stop.exit is not None:
                 stop.exit.instructions = retired if max_instructions is not None else None
                 return stop.exit
@@ -143,7 +156,7 @@ class RunLoop:
                     # The PC a memory hook sees can be the start of the translation block;
                     # after the fault Unicorn has restored the exact PC of the access.
                     trap = dataclasses.replace(trap, pc=uc.reg_read(A.UC_ARM64_REG_PC))
-                exit_ = self._poisoned_access(trap) if trap.protected else self._fault(trap)
+                exit_ = (self._poisoned_access(trap) if trap.protected else self._fault(trap)) or action_exit
                 if exit_ is not None:
                     exit_.instructions = retired if max_instructions is not None else None
                     return exit_
@@ -158,9 +171,41 @@ class RunLoop:
             # Unicorn returned on its own: WFI halts the CPU (QEMU EXCP_HLT).
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             if self._fetch(pc - 4) == 0xD503207F:
+                if self._delayed:  # time passes while it waits: what was due later lands now
+                    action_exit = self._age_delayed(None)
+                    if action_exit is not None:
+                        action_exit.instructions = retired if max_instructions is not None else None
+                        return action_exit
+                    continue
                 if self._wakeup_pending():
                     continue
                 return Exit(ExitReason.IDLE, pc, instructions=retired if max_instructions is not None else None)
+
+    def _take_actions(self, actions: "list[tuple[Callable[[], None], int]]") -> Exit | None:
+        """Run the actions hooks left (in order) or keep those that wait for instructions;
+        the first exit one of them causes is returned (the others still run)."""
+        first: Exit | None = None
+        for action, wait in actions:
+            if wait:
+                self._delayed.append([wait, action])
+                continue
+            self._stop = None
+            action()
+            if first is None and self._stop is not None and self._stop.exit is not None:
+                first = self._stop.exit
+        self._stop = None
+        return first
+
+    def _age_delayed(self, retired: int | None) -> Exit | None:
+        """`retired` more instructions have run (None: run them all now): the delayed
+        actions that are due run, in the order they were asked for."""
+        due = []
+        for entry in list(self._delayed):
+            entry[0] = 0 if retired is None else entry[0] - retired
+            if entry[0] <= 0:
+                self._delayed.remove(entry)
+                due.append((entry[1], 0))
+        return self._take_actions(due) if due else None
 
     def _wakeup_pending(self) -> bool:
         """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks

@@ -4,7 +4,7 @@ failure."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..exits import Exit
@@ -24,6 +24,10 @@ class Stop:
 
     exit: Exit | None = None
     trap: Trap | None = None
-    then: Callable[[], None] | None = None  # work a hook left for the run loop
+    # Work hooks left for the run loop (Vcpu.pause_then): (action, instructions to wait first).
+    actions: list[tuple[Callable[[], None], int]] = field(default_factory=list)
 
-
+    @staticmethod
+    def replacing(previous: "Stop | None", exit_: Exit | None = None, trap: Trap | None = None) -> "Stop":
+        """A stop for `exit_` or `trap` that keeps the actions hooks left before it."""
+        return Stop(exit_, trap, previous.actions if previous is not None else [])
