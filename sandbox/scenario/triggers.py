@@ -121,11 +121,12 @@ def _arm_instructions(run: "ScenarioRun", vcpu: "Vcpu", target: int, count: int)
 # -- exit -----------------------------------------------------------------------------------------------
 
 class _ExitArmed(Armed):
-    def __init__(self, reason: ExitReason):
-        self.reason = reason
+    def __init__(self, reason: ExitReason, vcpu: int):
+        self.reason, self.vcpu = reason, vcpu
 
     def check(self, exit_: Exit) -> Verdict:
-        return Verdict.EXIT if exit_.reason is self.reason else Verdict.NONE
+        mine = exit_.vcpu is None or exit_.vcpu == self.vcpu  # the step's vCPU (Vm.run: Exit.vcpu)
+        return Verdict.EXIT if exit_.reason is self.reason and mine else Verdict.NONE
 
 
 EXIT_NAMES = {r.name: r for r in ExitReason}
@@ -138,7 +139,7 @@ def _parse_exit(doc: Doc, path: Path, value: Any) -> ExitReason:
 
 
 def _arm_exit(run: "ScenarioRun", vcpu: "Vcpu", reason: ExitReason, count: int) -> Armed:
-    return _ExitArmed(reason)
+    return _ExitArmed(reason, vcpu.index)
 
 
 # -- record -------------------------------------------------------------------------------------------------
