@@ -18,12 +18,19 @@ from .sdei_state import STATUS_ENABLED, STATUS_REGISTERED
 
 if TYPE_CHECKING:
     from ..vcpu import Vcpu
+    from .sdei_events import SdeiEvent
     from ..vm import Vm
 
 
 def signal_event(vm: "Vm", vcpu: "Vcpu", num: int) -> None:
     """Make SDEI event `num` pending for `vcpu` (its own for a private event; a shared event
     is routed by its registration), edge-triggered."""
+    ev = check_signal(vm, vcpu, num)
+    vm.hypervisor.sdei.pend(ev, vcpu.index)
+
+
+def check_signal(vm: "Vm", vcpu: "Vcpu", num: int) -> "SdeiEvent":
+    """The event `signal_event` would make pending, or the OSError it would raise."""
     if not vm.check_extension(Cap.ARM_SDEI):
         raise kvm_error(ENOTTY, "the Vm does not offer KVM_CAP_ARM_SDEI")
     sdei = vm.hypervisor.sdei
@@ -33,4 +40,4 @@ def signal_event(vm: "Vm", vcpu: "Vcpu", num: int) -> None:
     state = sdei.table.handler(ev, vcpu.index).state
     if state & (STATUS_REGISTERED | STATUS_ENABLED) != STATUS_REGISTERED | STATUS_ENABLED:
         raise kvm_error(EPERM, f"SDEI event {num:#x} is not registered and enabled for vCPU {vcpu.index}")
-    sdei.pend(ev, vcpu.index)
+    return ev

@@ -29,7 +29,7 @@ from .sections import SECTIONS, load_builtin_sections
 from .triggers import TRIGGERS
 
 DEVICE_KINDS = ("serror-source",)
-_NOTIFICATIONS = {n.name: n for n in Notification}
+_NOTIFICATIONS = {n.name: n for n in Notification} | {"SDEI": Notification.SOFTWARE_DELEGATED}
 _CAPS = {c.name: c for c in Cap}
 _SYNTAX_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 _EQU_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
