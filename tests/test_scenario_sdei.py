@@ -255,3 +255,56 @@ def test_trace_and_timeline_of_a_run_with_sdei_dispatches_and_completions(tmp_pa
     assert all(float(h.get("width")) > 0 for h in handlers)
     kinds = [m.get("data-kind") for m in g.findall(f"{SVG}g[@class='event']")]
     assert kinds.count("sdei_dispatch") == 2 and kinds.count("sdei_complete") == 2
+
+
+SIGNAL = f"""
+format_version = 1
+purpose = "t"
+[firmware]
+files = ["kernel.S", "sdei.S"]
+source = '''
+guest_main:
+    stp x29, x30, [sp, #-16]!
+    ldr x1, ={EVENT:#x}
+    mov x3, #0x77
+    REGISTER
+ready:
+    nop
+    ldp x29, x30, [sp], #16
+    ret
+'''
+[[steps]]
+do = [ {{ sdei_expose = {{ event = {EVENT:#x} }} }} ]
+[[steps]]
+when = {{ pc = "ready" }}
+do = [ {{ sdei_signal = {{ event = {EVENT:#x} }} }}, {{ sdei_signal = {{ event = {EVENT:#x} }} }} ]
+"""
+
+
+def test_sdei_signal_is_an_edge_two_signals_give_one_handler_run(tmp_path):
+    text = SIGNAL.replace("REGISTER", "bl sdei_listen") + f"""
+[expect]
+sdei = [ {{ event = {EVENT:#x}, arg = 0x77, pc = "ready" }} ]
+"""
+    result = Scenario.load(write(tmp_path, text)).run()
+    assert result.passed, result.text()
+
+
+def test_sdei_signal_of_an_event_the_guest_did_not_enable_is_a_host_error(tmp_path):
+    text = SIGNAL.replace("REGISTER", "nop") + '[expect]\nhost_error = "not registered and enabled"\nsdei = []\n'
+    result = Scenario.load(write(tmp_path, text)).run()
+    assert result.passed, result.text()
+    assert result.variants[0].observed["host_error"].startswith("sdei_signal: ")
+
+
+def test_sandbox_list_shows_the_new_scenarios_and_list_steps_the_registries(capsys):
+    from sandbox.cli import main
+    assert main(["list", str(SCENARIOS)]) == 0
+    listed = capsys.readouterr().out
+    for name in ("firmware-first-sdei.toml", "smp-sdei-shared-event-routed-to-vcpu1.toml",
+                 "ras/tfa-4096bd66c-sdei-bind-exhaustion.toml", "ras/kvm-sdei-v7-complete-and-resume-address.toml"):
+        assert name in listed
+    assert main(["list", "--steps"]) == 0
+    steps = capsys.readouterr().out
+    for name in ("sdei_expose", "sdei_inject", "sdei_signal", "raise_interrupt", "sdei_dispatch", "sdei_complete"):
+        assert f"  {name} " in steps
