@@ -41,6 +41,8 @@ def judge(run: "ScenarioRun") -> VariantResult:
                                 "uart": vm.uart.text if vm.uart is not None else "",
                                 "host_error": run.host_error, "steps_fired": list(run.fired),
                                 "notes": list(run.notes)}
+    if len(vm.vcpus) > 1:
+        observed["exits_at"] = [f"{e.reason.name}@{e.vcpu or 0}" for e in run.exits]  # which vCPU exited
     if run.failure:
         mismatches.append(Mismatch("run", "to complete", run.failure))
     if exp.exceptions is not None:
