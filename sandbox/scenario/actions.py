@@ -6,8 +6,8 @@
 
 Each `ActionSpec` parses its value (checking types and recording addresses for symbol
 resolution, so a bad file fails when it is loaded) and applies it to a running scenario.
-Other parts of the sandbox add theirs with `register_action` (the SDEI dispatcher: expose,
-inject, signal, and raising a bound interrupt through Vm.raise_interrupt).
+Other parts of the sandbox add theirs with `register_action` (sandbox/scenario/sdei_steps.py:
+SDEI expose, inject, signal, bind slots, and interrupt lines through Vm.raise_interrupt).
 
 An action that the host API refuses (OSError, with KVM's errno) stops the run; the scenario
 passes only if it expects that (`expect.host_error`), as QEMU's abort() ended the VM.

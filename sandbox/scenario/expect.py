@@ -7,11 +7,12 @@
     registers = { x0 = 1 }         # vCPU 0 at the end
     memory = [ { address = "result", u64 = 0x5555 } ]
     uart = "exact text"            # or uart_contains = "part"
-    exits = ["MMIO", "SYSTEM_EVENT"]     # every guest exit, in order
+    exits = ["MMIO", "SYSTEM_EVENT"]     # every guest exit, in order ("MMIO@1": of vCPU 1)
     events = { serror_pending = 0 }      # KVM_GET_VCPU_EVENTS of vCPU 0 at the end
     firmware_first = [ { source = 0, address = "buffer", severity = "recoverable" } ]
                                    # what firmware/ghes.S consumed, all of it, in order
     host_error = "OSPM does not acknowledge"  # an action failed with this (the run stops)
+    sdei, sdei_completions, sdei_state, sdei_bindings, vcpus    # sandbox/scenario/sdei_expect.py
 
 Exception records come from the guest's own vector table (firmware/vectors.S) when the
 firmware has one, else from the exceptions the host saw it take.

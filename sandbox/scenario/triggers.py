@@ -6,7 +6,13 @@
     when = { exit = "MMIO" }                   the next exit has that reason (KVM_EXIT_* name)
     when = { record = { vector = 0x380 } }     the guest's vector table has written a record
                                                matching these fields (firmware/vectors.S)
+    when = { sdei_dispatch = 0x400010 }        the vCPU is entering that SDEI event's handler
+    when = { sdei_complete = true }            ... or resumes after a handler completed
+                                               (sandbox/scenario/sdei_steps.py)
     (no `when`)                                right away, when the previous step is done
+
+A step's `vcpu = N` names the vCPU a trigger watches (with several vCPUs the run is Vm.run's,
+and an exit trigger only takes an exit of that vCPU).
 
 An armed trigger adds at most one hook (a breakpoint) or an instruction budget, and only
 until it fires. `check(exit)` says whether an exit was the trigger's own stop (not a guest
