@@ -308,3 +308,16 @@ def test_sandbox_list_shows_the_new_scenarios_and_list_steps_the_registries(caps
     steps = capsys.readouterr().out
     for name in ("sdei_expose", "sdei_inject", "sdei_signal", "raise_interrupt", "sdei_dispatch", "sdei_complete"):
         assert f"  {name} " in steps
+
+
+def test_sdei_bind_overflow_quirk_crashes_the_machine_at_the_fourth_bind_else_it_powers_off():
+    from sandbox.kvm import SystemEventType
+    sc = Scenario.load(SCENARIOS / "ras" / "tfa-4096bd66c-sdei-bind-exhaustion.toml")
+    ends = {}
+    for name in ("buggy", "fixed"):
+        run = sc.prepare(name)
+        assert run.execute().passed
+        ends[name] = (run.exits[-1].system_event.type, run.exits[-1].pc)
+    sym = sc.prepare().program.symbols
+    assert ends["buggy"] == (SystemEventType.CRASH, sym["sdei_call"] + 16)  # right after the fourth bind's HVC
+    assert ends["fixed"][0] == SystemEventType.SHUTDOWN

@@ -208,7 +208,8 @@ def judge(run: "ScenarioRun", observed: dict[str, Any]) -> "list[Mismatch]":
                                                 got["events"].get(num)))
                 elif got[k] != v:
                     out.append(Mismatch(f"sdei_state[cpu {cpu}].{k}", v, got[k]))
-        observed["sdei_state"] = [{**s, "events": {n: st for n, st in s["events"].items() if st}} for s in states]
+        observed["sdei_state"] = [{**s, "events": [{"event": n, "status": st} for n, st in s["events"].items() if st]}
+                                  for s in states]
     if exp.sdei_bindings is not None:
         table = run.vm.hypervisor.sdei.table
         got_b = sorted(({"intid": ev.intid, "event": ev.num} for ev in table.events.values()
