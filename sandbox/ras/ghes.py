@@ -273,7 +273,8 @@ class FirmwareFirst:
             try:
                 self._deliver(source, source.queue[0], vcpu)
                 source.queue.pop(0)
-            except OSError:  # cannot be notified now (SDEI event not enabled): stays queued
+            except OSError:  # cannot be notified now (SDEI event not enabled): stays queued,
+                # the watch stays armed for a later acknowledgement
                 self._observe("undeliverable", source, source.queue[0], vcpu)
         if not source.queue:
             self._unwatch_ack(source)

@@ -10,8 +10,8 @@ anything is written, whether a notification can be raised at all.
 - POLLED: nothing; the OS finds the record when it polls.
 - SOFTWARE_DELEGATED (SDEI, type 11): the SDEI event whose number is the entry's
   notification vector is signalled to the vCPU through the shim's dispatcher (ACPI 6.5
-  18.3.2.9 "the vector field holds the SDEI event number"; Linux ghes_sdei_normal_callback /
-  sdei_register_ghes; TF-A's RAS code dispatches its explicit event). An edge: a second
+  18.3.2.9: for type 11 the vector is the SDEI event number; Linux registers its GHES
+  callback for that event with sdei_register_ghes; TF-A's RAS code dispatches it). An edge: a second
   signal before the handler runs gives one run. The guest must have registered and enabled
   the event (TF-A sdei_dispatch_event refuses otherwise); event 0 cannot be used (Linux
   sdei_register_ghes refuses it: it is the software-signalled event).
