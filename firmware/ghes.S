@@ -11,6 +11,8 @@
 //   BlockStatus and acknowledges: read-ack = (read-ack & preserve) | write (as Linux's
 //   ghes_clear_estatus() and ghes_ack_error() do). Returns x0 = records consumed.
 //   Uses x0-x18 only (AAPCS64 scratch registers).
+// ghes_consume_vector(x0 = type, x1 = ESR or 0, x4 = vector): the same, only for the
+//   sources whose notification vector is x4 (an SDEI source: its event number).
 //
 // ghes_hook: an exc_hook for vectors.S. A synchronous external abort (EC 0x24/0x25 with
 //   FSC 0x10) serves the SEA sources (notification 8), an SError the SEI sources (9). If a
@@ -87,6 +89,8 @@ ghes_hook_out:
     ret
 
 ghes_consume:
+    movn x4, #0                  // any notification vector
+ghes_consume_vector:             // ... or only the sources whose vector is x4
     mov x2, x0                   // wanted notification type
     mov x3, x1                   // ESR to log
     mov x0, #0                   // records consumed
@@ -109,6 +113,12 @@ ghes_next_source:
     ldrb w13, [x12, #32]         // notification structure: type
     cmp w13, w2
     b.ne ghes_skip_source
+    cmn x4, #1
+    b.eq ghes_vector_ok
+    ldr w13, [x12, #40]          // notification structure: vector (the SDEI event number)
+    cmp x13, x4
+    b.ne ghes_skip_source
+ghes_vector_ok:
     ldr w13, [x12, #24]          // error status address (GAS.address, two halves)
     ldr w14, [x12, #28]
     orr x13, x13, x14, lsl #32

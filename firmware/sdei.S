@@ -10,6 +10,7 @@
 //   sdei_interrupt_release(x1 ev), sdei_event_signal(x1 ev, x2 target MPIDR),
 //   sdei_features(x1 feature), sdei_private_reset, sdei_shared_reset.
 //   sdei_register_recorder(x1 ev, x3 arg, x4 flags, x5 affinity): register `sdei_handler`.
+//   sdei_listen(x1 ev, x3 arg): register `sdei_handler` (RM_ANY), enable, unmask this PE.
 //
 // sdei_handler, the recording handler: entered as DEN0054C dispatches (x0 event, x1 arg,
 // x2 interrupted PC, x3 interrupted PSTATE; EL1h), it records into this CPU's ring
@@ -90,6 +91,23 @@ SDEI_FN sdei_shared_reset, SDEI_FN_SHARED_RESET
 sdei_register_recorder:
     ldr x2, =sdei_handler
     b sdei_event_register
+
+// sdei_listen(x1 = event, x3 = arg): register `sdei_handler` for the event (RM_ANY), enable
+// it and unmask this PE. x0 = 0, or the error of the call that failed (nothing after it ran).
+sdei_listen:
+    stp x29, x30, [sp, #-32]!
+    str x1, [sp, #16]
+    mov x4, #0
+    mov x5, #0
+    bl sdei_register_recorder
+    cbnz x0, sdei_listen_out
+    ldr x1, [sp, #16]
+    bl sdei_event_enable
+    cbnz x0, sdei_listen_out
+    bl sdei_pe_unmask
+sdei_listen_out:
+    ldp x29, x30, [sp], #32
+    ret
 
 // The recording handler (see the top of this file).
 sdei_handler:

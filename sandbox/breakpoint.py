@@ -21,14 +21,16 @@ if TYPE_CHECKING:
 
 class Breakpoint:
     def __init__(self, vcpu: "Vcpu", address: int, *, hits: int = 1,
-                 condition: Callable[[], bool] | None = None):
+                 condition: Callable[[], bool] | None = None, include_current: bool = False):
         """Stop at the `hits`-th execution of `address` for which `condition()` is true. If
         the vCPU already stands at `address` when armed, that instruction does not count:
-        the breakpoint waits for the next time it is reached."""
+        the breakpoint waits for the next time it is reached (unless `include_current`: then
+        it stops before that very instruction, e.g. where the host just put the PC)."""
         self.vcpu = vcpu
         self.address = address
         self.hits = hits
         self.condition = condition
+        self.include_current = include_current
         self.seen = 0
         self.fired = False
         self._hook: int | None = None
@@ -37,7 +39,7 @@ class Breakpoint:
     def arm(self) -> None:
         if self._hook is None:
             v, address = self.vcpu, self.address
-            self._skip_current = v.reg("pc") == address
+            self._skip_current = not self.include_current and v.reg("pc") == address
             # Hooks on one address run in the order they were added, and one that stops the
             # run skips the rest: the breakpoint must run before the hooks that model the
             # instruction (the SError gate's daifclr/esb site, the ERET check), so those are

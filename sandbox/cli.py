@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     ls = sub.add_parser("list", help="list the scenarios (scenarios/*.toml) with their purpose")
     ls.add_argument("dir", nargs="?", help="folder to list (default: scenarios/)")
+    ls.add_argument("--steps", action="store_true", help="list the step actions and triggers instead")
     ls.set_defaults(func=_cmd_list)
     a = sub.add_parser("asm", help="assemble a .S file; print a listing or write the image")
     a.add_argument("file")

@@ -52,6 +52,13 @@ QUIRKS: dict[str, Quirk] = {q.name: q for q in (
           "SDEI_EVENT_SIGNAL succeeds for a masked target PE or an event not registered and "
           "enabled there",
           "SDEI_EVENT_SIGNAL returns INVALID_PARAMETERS in those cases"),
+    Quirk("sdei-bind-overflow",
+          "TF-A 4096bd66c (INTERRUPT_BIND past the last free dynamic slot; regression test "
+          "tf-a-tests test_sdei_bind_failure)",
+          "reference/sdei.md 2.2 INTERRUPT_BIND and 4 test 9",
+          "an INTERRUPT_BIND with no free slot of its kind brings the firmware down: the "
+          "machine stops with KVM_EXIT_SYSTEM_EVENT (KVM_SYSTEM_EVENT_CRASH) at that call",
+          "the bind fails with SDEI_OUT_OF_RESOURCE (-10); the bindings made stay intact"),
     Quirk("stale-vserror-restored",
           "Xen \"xen/arm: Save HCR_EL2 when a guest took the SError\" (Wei Chen)",
           "reference/ras.md section 6 row 16",

@@ -13,7 +13,7 @@ RAS = sorted((ROOT / "ras").glob("*.toml"))
 
 
 def test_there_are_scenarios_and_ras_reproductions():
-    assert len(ALL) >= 12 and len(RAS) >= 7
+    assert len(ALL) >= 19 and len(RAS) >= 11
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(ROOT)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from ..exits import Exit, SystemEventExit
+from ..kvm import ExitReason, SystemEventType
 from .result import CallResult
 from .power import MPIDR_HWID_MASK, vcpu_by_mpidr
 from .sdei_abi import (DENIED, INVALID_PARAMETERS, KVM_SDEI_MAX_EVENTS, OUT_OF_RESOURCE, PENDING,
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from ..vm import Vm
 
 QUIRK_SIGNAL = "sdei-signal-unchecked"
+QUIRK_BIND_OVERFLOW = "sdei-bind-overflow"
 Handler = Callable[["Vcpu", "list[int]"], "int | CallResult"]
 
 
@@ -218,7 +221,7 @@ class Sdei(SdeiDelivery):
 
     # -- interrupts --------------------------------------------------------------------------------
 
-    def _interrupt_bind(self, vcpu: "Vcpu", a: "list[int]") -> int:
+    def _interrupt_bind(self, vcpu: "Vcpu", a: "list[int]") -> "int | CallResult":
         """INTERRUPT_BIND(intid): a dynamic event for a PPI (private) or SPI (shared); the same
         event again for an interrupt already bound (TF-A sdei_interrupt_bind)."""
         intid = a[1]
@@ -229,6 +232,11 @@ class Sdei(SdeiDelivery):
             return ev.num
         ev = self.table.free_slot(intid)
         if ev is None:
+            if self.vm.has_quirk(QUIRK_BIND_OVERFLOW):
+                # Before TF-A 4096bd66c firmware did not survive this (tf-a-tests
+                # test_sdei_bind_failure: "without crashing firmware"): the machine stops.
+                return CallResult(exit=Exit(ExitReason.SYSTEM_EVENT, 0,
+                                            system_event=SystemEventExit(SystemEventType.CRASH)))
             return OUT_OF_RESOURCE
         ev.intid = intid
         return ev.num

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..kvm import EBUSY, EINVAL, kvm_error
 from .cper import MemoryErrorType, Severity, memory_error_block
 from .hest import READ_ACK_PRESERVE, READ_ACK_WRITE, GhesV2, Notification, build_hest
-from .notify import NOTIFIERS, SYNCHRONOUS
+from .notify import NOTIFIERS, SYNCHRONOUS, check_notifiable
 
 if TYPE_CHECKING:
     from ..vcpu import Vcpu
@@ -210,11 +210,13 @@ class FirmwareFirst:
 
     def _deliver(self, source: ErrorSource, error: MemoryError, acking: "Vcpu | None") -> None:
         vm = self.vm
+        target = vm.vcpus[error.vcpu] if error.vcpu is not None else (acking or (vm.vcpus[0] if vm.vcpus else None))
+        if target is not None:
+            check_notifiable(source.notification, target, source.entry.vector)  # before anything is written
         # QEMU: read_ack = 0 (now owned by firmware), then the record.
         vm.write_memory(source.entry.read_ack_address, struct.pack("<Q", 0))
         vm.write_memory(source.block_address, memory_error_block(error.physical_address, error.severity,
                                                                  error.error_type).ljust(BLOCK_LENGTH, b"\0"))
-        target = vm.vcpus[error.vcpu] if error.vcpu is not None else (acking or (vm.vcpus[0] if vm.vcpus else None))
         self._observe("recorded", source, error, target)
         if target is not None:
             NOTIFIERS[source.notification](target, error, source.entry.vector)
@@ -260,7 +262,12 @@ class FirmwareFirst:
             return
         self._observe("acked", source, None, vcpu)
         if source.queue:
-            self._deliver(source, source.queue.pop(0), vcpu)
+            try:
+                self._deliver(source, source.queue[0], vcpu)
+                source.queue.pop(0)
+            except OSError:  # cannot be notified now (SDEI event not enabled): stays queued,
+                # the watch stays armed for a later acknowledgement
+                self._observe("undeliverable", source, source.queue[0], vcpu)
         if not source.queue:
             self._unwatch_ack(source)
 

@@ -1,6 +1,6 @@
 """How firmware-first errors are announced to the guest, one function per HEST notification
-type. `NOTIFIERS` is the registry `sandbox.ras.ghes` uses; the SDEI dispatcher adds
-Notification.SOFTWARE_DELEGATED (signal the event named by the entry's vector) when it lands.
+type. `NOTIFIERS` is the registry `sandbox.ras.ghes` uses; `check_notifiable` says, before
+anything is written, whether a notification can be raised at all.
 
 - SEA: a synchronous external abort taken at the vCPU's current PC, as QEMU's
   kvm_inject_arm_sea() does: data abort, FSC 0x10, FnV = 1 (FAR not valid), EC by the
@@ -8,6 +8,13 @@ Notification.SOFTWARE_DELEGATED (signal the event named by the entry's vector) w
 - SEI: a virtual SError with an architected RAS syndrome (IDS 0, DFSC 0x11 "asynchronous
   SError", AET from the error: RAS spec DDI0587B 2.4.4), taken when the guest unmasks.
 - POLLED: nothing; the OS finds the record when it polls.
+- SOFTWARE_DELEGATED (SDEI, type 11): the SDEI event whose number is the entry's
+  notification vector is signalled to the vCPU through the shim's dispatcher (ACPI 6.5
+  18.3.2.9: for type 11 the vector is the SDEI event number; Linux registers its GHES
+  callback for that event with sdei_register_ghes; TF-A's RAS code dispatches it). An edge: a second
+  signal before the handler runs gives one run. The guest must have registered and enabled
+  the event (TF-A sdei_dispatch_event refuses otherwise); event 0 cannot be used (Linux
+  sdei_register_ghes refuses it: it is the software-signalled event).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from ..arch import esr as E
 from ..arch.exception import ExceptionKind
 from ..arch import pstate as ps
 from ..arch.ras import DEFAULT_VSERROR_ISS
+from ..hyp.sdei_platform import check_signal, signal_event
+from ..kvm import EINVAL, kvm_error
 from .cper import Severity
 from .hest import Notification
 
@@ -66,10 +75,23 @@ def notify_polled(vcpu: "Vcpu", error: "MemoryError", vector: int) -> None:
     """Polled sources raise nothing: the OS reads the block on its own schedule."""
 
 
+def notify_sdei(vcpu: "Vcpu", error: "MemoryError", vector: int) -> None:
+    signal_event(vcpu.vm, vcpu, vector)
+
+
+def check_notifiable(notification: Notification, vcpu: "Vcpu", vector: int) -> None:
+    """OSError if `notification` cannot be raised on `vcpu` now (nothing is written then)."""
+    if notification == Notification.SOFTWARE_DELEGATED:
+        if vector == 0:
+            raise kvm_error(EINVAL, "SDEI event 0 cannot notify a GHES source (Linux sdei_register_ghes)")
+        check_signal(vcpu.vm, vcpu, vector)
+
+
 NOTIFIERS: dict[Notification, Notifier] = {
     Notification.SEA: notify_sea,
     Notification.SEI: notify_sei,
     Notification.POLLED: notify_polled,
+    Notification.SOFTWARE_DELEGATED: notify_sdei,
 }
 
 SYNCHRONOUS = frozenset({Notification.SEA})  # notifications tied to the access that consumed the error

@@ -22,6 +22,7 @@ from .result import ScenarioResult, VariantResult
 from .runner import ScenarioRun, check_buildable
 from .sections import SECTIONS, SectionSpec, register_section
 from .triggers import TRIGGERS, TriggerSpec, register_trigger
+from . import sdei_steps  # noqa: F401  (registers the SDEI actions and triggers)
 
 __all__ = ["ACTIONS", "ActionSpec", "SECTIONS", "Scenario", "ScenarioError", "ScenarioResult", "ScenarioRun",
            "SectionSpec", "TRIGGERS", "TriggerSpec", "VariantResult", "register_action", "register_section",

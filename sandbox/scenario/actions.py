@@ -6,8 +6,8 @@
 
 Each `ActionSpec` parses its value (checking types and recording addresses for symbol
 resolution, so a bad file fails when it is loaded) and applies it to a running scenario.
-Other parts of the sandbox add theirs with `register_action` (the SDEI dispatcher: expose,
-inject, signal, and raising a bound interrupt through Vm.raise_interrupt).
+Other parts of the sandbox add theirs with `register_action` (sandbox/scenario/sdei_steps.py:
+SDEI expose, inject, signal, bind slots, and interrupt lines through Vm.raise_interrupt).
 
 An action that the host API refuses (OSError, with KVM's errno) stops the run; the scenario
 passes only if it expects that (`expect.host_error`), as QEMU's abort() ended the VM.
@@ -206,8 +206,11 @@ def _apply_record_memory_error(run: "ScenarioRun", vcpu: "Vcpu", a: dict[str, An
         address = ex.arm_sea.gpa
     else:
         address = run.resolve(a["address"])
+    target = a["vcpu"]
+    if target is None and len(run.vm.vcpus) > 1:
+        target = vcpu.index  # several vCPUs: the step's (the one that consumed the error)
     outcome = run.vm.ghes.record_memory_error(address, kind=a["kind"], severity=a["severity"],
-                                              error_type=a["error_type"], vcpu=a["vcpu"], source_id=a["source"])
+                                              error_type=a["error_type"], vcpu=target, source_id=a["source"])
     run.note(f"record_memory_error {address:#x}: {outcome.value}")
 
 
@@ -244,7 +247,7 @@ for _spec in (
                _apply_write_memory),
     ActionSpec("mmio_data", "the value an MMIO read returns (answers the last KVM_EXIT_MMIO)", _parse_mmio_data,
                _apply_mmio_data),
-    ActionSpec("record_memory_error", "firmware-first: write a CPER memory error record and notify (SEA/SError)",
+    ActionSpec("record_memory_error", "firmware-first: write a CPER memory error record and notify (SEA/SError/SDEI)",
                _parse_record_memory_error, _apply_record_memory_error),
     ActionSpec("snapshot_restore", "Vm.snapshot(), then continue in a fresh Vm from Vm.restore()", _parse_flag,
                _apply_snapshot_restore),

@@ -45,7 +45,20 @@ def default_dir() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parents[2] / "scenarios"
 
 
+def list_steps() -> int:
+    """The registered actions and triggers with their one-line summaries."""
+    from . import ACTIONS, TRIGGERS
+    for title, registry in (("actions (do = [ { NAME = ... } ])", ACTIONS), ("triggers (when = { NAME = ... })", TRIGGERS)):
+        print(title)
+        width = max(len(n) for n in registry)
+        for name in sorted(registry):
+            print(f"  {name:<{width}}  {registry[name].summary}")
+    return 0
+
+
 def list_scenarios(args: argparse.Namespace) -> int:
+    if getattr(args, "steps", False):
+        return list_steps()
     root = Path(args.dir) if args.dir else default_dir()
     files = sorted(root.rglob("*.toml")) if root.is_dir() else []
     if not files:

@@ -7,11 +7,12 @@
     registers = { x0 = 1 }         # vCPU 0 at the end
     memory = [ { address = "result", u64 = 0x5555 } ]
     uart = "exact text"            # or uart_contains = "part"
-    exits = ["MMIO", "SYSTEM_EVENT"]     # every guest exit, in order
+    exits = ["MMIO", "SYSTEM_EVENT"]     # every guest exit, in order ("MMIO@1": of vCPU 1)
     events = { serror_pending = 0 }      # KVM_GET_VCPU_EVENTS of vCPU 0 at the end
     firmware_first = [ { source = 0, address = "buffer", severity = "recoverable" } ]
                                    # what firmware/ghes.S consumed, all of it, in order
     host_error = "OSPM does not acknowledge"  # an action failed with this (the run stops)
+    sdei, sdei_completions, sdei_state, sdei_bindings, vcpus    # sandbox/scenario/sdei_expect.py
 
 Exception records come from the guest's own vector table (firmware/vectors.S) when the
 firmware has one, else from the exceptions the host saw it take.
@@ -24,6 +25,7 @@ from typing import Any
 
 from ..ras.cper import Severity
 from .actions import known_register, parse_memory_value
+from . import sdei_expect
 from .fields import Doc, Node, Ref
 from .triggers import EXIT_NAMES
 
@@ -32,7 +34,7 @@ ADDRESS_FIELDS = ("far", "elr")
 FF_FIELDS = ("source", "notification", "address", "severity", "block_status", "esr", "memory_section", "address_valid")
 EVENT_FIELDS = ("serror_pending", "serror_esr")
 EXPECT_KEYS = ("exceptions", "no_other_exceptions", "registers", "memory", "uart", "uart_contains", "exits",
-               "events", "firmware_first", "host_error")
+               "events", "firmware_first", "host_error") + sdei_expect.KEYS
 
 
 @dataclass
@@ -47,6 +49,12 @@ class Expect:
     events: dict[str, int] = field(default_factory=dict)
     firmware_first: list[dict[str, Any]] | None = None
     host_error: str | None = None
+    # sandbox.scenario.sdei_expect
+    sdei: list[dict[str, Any]] | None = None
+    sdei_completions: list[dict[str, Any]] | None = None
+    sdei_state: list[dict[str, Any]] = field(default_factory=list)
+    sdei_bindings: list[dict[str, int]] | None = None
+    vcpus: list[dict[str, Any]] | None = None
 
 
 def parse_expect(doc: Doc, base: Node | None, override: Node | None) -> Expect:
@@ -90,7 +98,7 @@ def parse_expect(doc: Doc, base: Node | None, override: Node | None) -> Expect:
     if (n := pick("uart_contains")) is not None:
         e.uart_contains = n.str("uart_contains")
     if (n := pick("exits")) is not None:
-        e.exits = [x.upper() for x in n.str_list("exits", choices=list(EXIT_NAMES) + [k.lower() for k in EXIT_NAMES])]
+        e.exits = [_exit_name(n, i, x) for i, x in enumerate(n.str_list("exits"))]
     if (n := pick("events")) is not None:
         ev = n.table("events")
         assert ev is not None
@@ -102,7 +110,19 @@ def parse_expect(doc: Doc, base: Node | None, override: Node | None) -> Expect:
         e.firmware_first = [_ff_record(t) for t in n.tables("firmware_first")]
     if (n := pick("host_error")) is not None:
         e.host_error = n.str("host_error")
+    for key in sdei_expect.KEYS:
+        if (n := pick(key)) is not None:
+            sdei_expect.parse(doc, key, n, e)
     return e
+
+
+def _exit_name(n: Node, i: int, text: str) -> str:
+    """An exit reason (KVM_EXIT_* name), optionally "@N": the exit of vCPU N (Exit.vcpu)."""
+    name, at, vcpu = text.partition("@")
+    if name.upper() not in EXIT_NAMES or (at and not vcpu.isdigit()):
+        raise n.doc.error(n.path + ("exits", i), f"{text!r} is not an exit reason (one of {', '.join(EXIT_NAMES)}), "
+                                                 "optionally followed by @vCPU, e.g. \"MMIO@1\"")
+    return name.upper() + (f"@{int(vcpu)}" if at else "")
 
 
 def _record(doc: Doc, t: Node) -> dict[str, Any]:

@@ -118,10 +118,13 @@ class Node:
             raise self.error(key, f"expected {wanted}, got {_type_name(v)}")
         return v
 
-    def int(self, key: str, default: Any = _MISSING, *, minimum: int | None = None) -> Any:
+    def int(self, key: str, default: Any = _MISSING, *, minimum: int | None = None,
+            maximum: int | None = None) -> Any:
         v = self._typed(key, default, lambda x: isinstance(x, int) and not isinstance(x, bool), "an integer")
         if minimum is not None and isinstance(v, int) and v < minimum:
             raise self.error(key, f"must be at least {minimum}, got {v}")
+        if maximum is not None and isinstance(v, int) and v > maximum:
+            raise self.error(key, f"must be at most {maximum}, got {v}")
         return v
 
     def number(self, key: str, default: Any = _MISSING) -> Any:

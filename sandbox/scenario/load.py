@@ -18,7 +18,7 @@ from ..firmware import firmware_dir
 from ..kvm import Cap
 from ..quirks import QUIRKS
 from ..ras.hest import Notification
-from ..vm import RAM_BASE, Vm
+from ..vm import KVM_MAX_VCPUS, RAM_BASE
 from .actions import ACTIONS
 from .expect import parse_expect
 from .fields import Doc, Node, Ref, ScenarioError
@@ -29,7 +29,7 @@ from .sections import SECTIONS, load_builtin_sections
 from .triggers import TRIGGERS
 
 DEVICE_KINDS = ("serror-source",)
-_NOTIFICATIONS = {n.name: n for n in Notification}
+_NOTIFICATIONS = {n.name: n for n in Notification} | {"SDEI": Notification.SOFTWARE_DELEGATED}
 _CAPS = {c.name: c for c in Cap}
 _SYNTAX_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 _EQU_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -114,9 +114,7 @@ def _machine(n: Node) -> Machine:
             base = t.int("base", RAM_BASE, minimum=0)
             ram.append((base, t.size("size")))
             t.finish()
-    vcpus = n.int("vcpus", 1, minimum=1)
-    if vcpus > 1 and not hasattr(Vm, "run"):
-        raise n.error("vcpus", "several vCPUs are scheduled by Vm.run, which this sandbox does not have yet")
+    vcpus = n.int("vcpus", 1, minimum=1, maximum=KVM_MAX_VCPUS)
     m = Machine(
         ram=tuple(ram), vcpus=vcpus, ras=n.bool("ras", True),
         unbacked=n.str("unbacked", "abort", choices=("abort", "exit")),

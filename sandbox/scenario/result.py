@@ -71,7 +71,14 @@ def _observed_text(obs: dict[str, Any]) -> list[str]:
         out.append(f"  exception cpu{r['cpu']} vector +{r['vector']:#05x} ESR {r['esr']:#010x} "
                    f"({esr_mod.ec_name(r['esr'] >> 26 & 0x3F)}) ELR {r['elr']:#x} FAR {r['far']:#x} "
                    f"SPSR {r['spsr']:#x} [{ps.describe(r['spsr'])}]" + (f" DISR {r['disr']:#x}" if r.get("disr") else ""))
-    out.append(f"  exits: [{', '.join(obs.get('exits', []))}]")
+    out.append(f"  exits: [{', '.join(obs.get('exits_at', obs.get('exits', [])))}]")
+    for r in obs.get("sdei", []) or []:
+        out.append(f"  sdei handler cpu{r['cpu']} event {r['event']:#x} arg {r['arg']:#x} interrupted PC {r['pc']:#x} "
+                   f"[{ps.describe(r['pstate'])}] handler [{ps.describe(r['handler_pstate'])}] status {r['status']} "
+                   f"completion {r['completion']}")
+    for c in obs.get("sdei_completions", []) or []:
+        out.append(f"  sdei {c['how']} cpu{c['cpu']} event {c['event']:#x}: restored PC {c['pc']:#x}"
+                   + (f", resume at {c['resume']:#x}" if c.get("resume") is not None else ""))
     for c in obs.get("firmware_first", []) or []:
         out.append(f"  firmware-first consumed: source {c['source']} address {c['address']:#x} "
                    f"severity {c['severity']} ESR {c['esr']:#x}")

@@ -30,6 +30,7 @@ from .fields import Doc, Ref
 from .model import ScenarioSpec, Step, Variant
 from .positions import Path
 from .result import VariantResult
+from .sdei_expect import record_completion
 from .sections import SECTIONS
 from .verdict import judge
 from .triggers import TRIGGERS, Verdict
@@ -62,6 +63,7 @@ class ScenarioRun:
         self.ended = False
         self.runs = 0
         self.host_exceptions: list[dict[str, int]] = []
+        self.sdei_completions: list[dict[str, Any]] = []  # what each accepted COMPLETE restored
         self.deadline = time.monotonic() + spec.limits.timeout
         self.vm = self._build()
 
@@ -130,9 +132,14 @@ class ScenarioRun:
             self.host_exceptions.append({"vector": e.vector_offset, "ec": (e.esr or 0) >> 26 & 0x3F,
                                          "esr": e.esr or 0, "far": e.far or 0, "elr": e.elr, "spsr": e.spsr,
                                          "cpu": event.vcpu})
+        elif event.kind == "sdei_complete":
+            record_completion(self, event)
 
     def instruction_count(self) -> int:
-        return self.vm.vcpus[0].instructions  # carried by snapshots, so restores keep counting
+        """Instructions retired by all vCPUs (carried by snapshots, so restores keep counting);
+        with one vCPU, that vCPU's count. Vm.run's budget counts the same sum."""
+        vcpus = self.vm.vcpus
+        return vcpus[0].instructions if len(vcpus) == 1 else sum(v.instructions for v in vcpus)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -149,13 +156,16 @@ class ScenarioRun:
         if left <= 0:
             self._end(failure=f"the scenario ran out of time ({self.spec.limits.timeout:g} s)")
             return None
+        # Several vCPUs: Vm.run schedules every powered-on one (Exit.vcpu says which exited);
+        # a step addressed to vCPU N arms its trigger on that vCPU.
+        run = vcpu.run if len(self.vm.vcpus) == 1 else self.vm.run
         try:
             if self.counting:
                 now = self.instruction_count()
                 cap = self.spec.limits.max_instructions if self.spec.limits.max_instructions is not None else now + UNLIMITED
                 goal = cap if target is None else min(cap, target)
-                return vcpu.run(max_instructions=max(0, goal - now), timeout=left)
-            return vcpu.run(timeout=left)
+                return run(max_instructions=max(0, goal - now), timeout=left)
+            return run(timeout=left)
         except OSError as e:
             self._end(host_error=f"KVM_RUN: {e}")
             return None
@@ -282,7 +292,7 @@ class ScenarioRun:
     def checkpoint(self) -> bytes:
         """Everything needed to come back here: the Vm snapshot and the runner's position."""
         state = {"step": self.step_index, "fired": self.fired, "exits": len(self.exits), "runs": self.runs,
-                 "host_exceptions": len(self.host_exceptions)}
+                 "host_exceptions": len(self.host_exceptions), "sdei_completions": len(self.sdei_completions)}
         head = json.dumps(state).encode()
         return struct.pack("<I", len(head)) + head + self.vm.snapshot()
 
@@ -293,6 +303,7 @@ class ScenarioRun:
         self.step_index, self.fired = state["step"], list(state["fired"])
         del self.exits[state["exits"]:]
         del self.host_exceptions[state["host_exceptions"]:]
+        del self.sdei_completions[state.get("sdei_completions", len(self.sdei_completions)):]
         self.runs = state["runs"]
         self.ended, self.failure, self.host_error = False, None, None
         self.deadline = time.monotonic() + self.spec.limits.timeout

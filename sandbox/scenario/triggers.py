@@ -6,7 +6,13 @@
     when = { exit = "MMIO" }                   the next exit has that reason (KVM_EXIT_* name)
     when = { record = { vector = 0x380 } }     the guest's vector table has written a record
                                                matching these fields (firmware/vectors.S)
+    when = { sdei_dispatch = 0x400010 }        the vCPU is entering that SDEI event's handler
+    when = { sdei_complete = true }            ... or resumes after a handler completed
+                                               (sandbox/scenario/sdei_steps.py)
     (no `when`)                                right away, when the previous step is done
+
+A step's `vcpu = N` names the vCPU a trigger watches (with several vCPUs the run is Vm.run's,
+and an exit trigger only takes an exit of that vCPU).
 
 An armed trigger adds at most one hook (a breakpoint) or an instruction budget, and only
 until it fires. `check(exit)` says whether an exit was the trigger's own stop (not a guest
@@ -121,11 +127,12 @@ def _arm_instructions(run: "ScenarioRun", vcpu: "Vcpu", target: int, count: int)
 # -- exit -----------------------------------------------------------------------------------------------
 
 class _ExitArmed(Armed):
-    def __init__(self, reason: ExitReason):
-        self.reason = reason
+    def __init__(self, reason: ExitReason, vcpu: int):
+        self.reason, self.vcpu = reason, vcpu
 
     def check(self, exit_: Exit) -> Verdict:
-        return Verdict.EXIT if exit_.reason is self.reason else Verdict.NONE
+        mine = exit_.vcpu is None or exit_.vcpu == self.vcpu  # the step's vCPU (Vm.run: Exit.vcpu)
+        return Verdict.EXIT if exit_.reason is self.reason and mine else Verdict.NONE
 
 
 EXIT_NAMES = {r.name: r for r in ExitReason}
@@ -138,7 +145,7 @@ def _parse_exit(doc: Doc, path: Path, value: Any) -> ExitReason:
 
 
 def _arm_exit(run: "ScenarioRun", vcpu: "Vcpu", reason: ExitReason, count: int) -> Armed:
-    return _ExitArmed(reason)
+    return _ExitArmed(reason, vcpu.index)
 
 
 # -- record -------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..firmware import exception_records
 from ..ras.consumer import consumed_errors
+from . import sdei_expect
 from .expect import Mismatch, compare_records
 from .fields import Ref
 from .result import VariantResult
@@ -40,6 +41,8 @@ def judge(run: "ScenarioRun") -> VariantResult:
                                 "uart": vm.uart.text if vm.uart is not None else "",
                                 "host_error": run.host_error, "steps_fired": list(run.fired),
                                 "notes": list(run.notes)}
+    if len(vm.vcpus) > 1:
+        observed["exits_at"] = [f"{e.reason.name}@{e.vcpu or 0}" for e in run.exits]  # which vCPU exited
     if run.failure:
         mismatches.append(Mismatch("run", "to complete", run.failure))
     if exp.exceptions is not None:
@@ -72,8 +75,12 @@ def judge(run: "ScenarioRun") -> VariantResult:
         mismatches.append(Mismatch("uart", exp.uart, observed["uart"]))
     if exp.uart_contains is not None and exp.uart_contains not in observed["uart"]:
         mismatches.append(Mismatch("uart_contains", exp.uart_contains, observed["uart"]))
-    if exp.exits is not None and observed["exits"] != exp.exits:
-        mismatches.append(Mismatch("exits", exp.exits, observed["exits"]))
+    if exp.exits is not None:
+        # "NAME@N" also names the vCPU that exited (several vCPUs: Exit.vcpu).
+        at = [f"{e.reason.name}@{e.vcpu or 0}" for e in run.exits]
+        got_x = [at[i] if "@" in w else observed["exits"][i] for i, w in enumerate(exp.exits) if i < len(at)]
+        if len(at) != len(exp.exits) or got_x != exp.exits:
+            mismatches.append(Mismatch("exits", exp.exits, at if any("@" in w for w in exp.exits) else observed["exits"]))
     if exp.events:
         ev = v0.get_events()
         got_ev = {"serror_pending": ev.serror_pending, "serror_esr": ev.serror_esr}
@@ -104,6 +111,7 @@ def judge(run: "ScenarioRun") -> VariantResult:
             if not step.optional:
                 mismatches.append(Mismatch(f"steps[{step.index}] {step.describe()}", "to fire",
                                            f"never fired (the run ended: {last})"))
+    mismatches += sdei_expect.judge(run, observed)
     for name, value in run.spec.sections.items():
         mismatches += SECTIONS[name].judge(run, value, observed)
     quirks = tuple(sorted(set(run.spec.machine.quirks) | set(run.variant.quirks)))
