@@ -151,10 +151,10 @@ class _SdeiArmed(Armed):
         if not v._in_emulation:
             # Dispatched by the run loop before it resumes the guest: stop at the entry point.
             self._arm(int(e.data["handler"]))
-        elif v._stop is None or (v._stop.exit is None and v._stop.trap is None and v._stop.then is None):
+        elif v._stop is None or (v._stop.exit is None and v._stop.trap is None):
             # Inside the hypercall: the new context is written after this notification; arm
             # where it puts the PC, from the run loop (hooks cannot be added mid-emulation).
-            v._pause_then(lambda: self._arm(v.reg("pc")))
+            v.pause_then(lambda: self._arm(v.reg("pc")))
 
     def _arm(self, address: int) -> None:
         self.bp = Breakpoint(self.vcpu, address, include_current=True)
