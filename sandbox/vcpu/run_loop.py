@@ -158,7 +158,7 @@ class RunLoop:
             # Unicorn returned on its own: WFI halts the CPU (QEMU EXCP_HLT).
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
             if self._fetch(pc - 4) == 0xD503207F:
-                if self._wakeup_pending():
+                if self._wakeup_pending() or self.vm.scheduler.idle_until_event(self):
                     continue
                 return Exit(ExitReason.IDLE, pc, instructions=retired if max_instructions is not None else None)
 
@@ -166,15 +166,10 @@ class RunLoop:
         """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks
         it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2), and so does an
         asserted IRQ/FIQ or an SDEI event due on this vCPU (an interrupt routed to EL2/EL3 is
-        a wake-up event too); with a timer armed, time passes until it fires."""
+        a wake-up event too). Time passing while idle is the scheduler's (idle_until_event)."""
         if self.serror.pending or (self.irq is not None and self.irq.pending):
             return True
-        if self.sdei_check and self.vm.hypervisor.sdei.next_dispatch(self) is not None:
-            return True
-        while self.timer is not None and self.timer.skip_idle():
-            if self.irq is not None and self.irq.pending:
-                return True
-        return False
+        return self.sdei_check and self.vm.hypervisor.sdei.next_dispatch(self) is not None
 
     def _emu_start(self, pc: int, *, timeout: int = 0, count: int = 0) -> None:
         """uc.emu_start with a correct instruction count. Unicorn counts with a code hook
