@@ -162,6 +162,8 @@ class Vm:
             self.gate_sites.add(address + off)
             for v in self.vcpus:
                 v.serror.watch(address + off)
+        for v in self.vcpus:
+            v.virtual_sites.forget()  # the aliases of the new sites come with the next walk
 
     def has_quirk(self, name: str) -> bool:
         """Whether this Vm reproduces the bug that quirk `name` names (sandbox.quirks)."""

@@ -44,6 +44,7 @@ class RunLoop:
         self._running = True
         self._run_counts = max_instructions is not None
         try:
+            self.virtual_sites.check()  # the MMU regime may have changed since the last run
             self._complete_mmio()
             self._complete_hypercall()
             self._abort_site = None
@@ -78,6 +79,8 @@ class RunLoop:
                                 instructions=retired if remaining is not None else None)
                 micros = max(1, int(left * 1e6))
             self._stop = None
+            if self.virtual_sites.stale:
+                self.virtual_sites.refresh()  # the guest wrote SCTLR/TCR/TTBR: walk again
             if self.timer is not None:
                 self.timer.update()  # a compare value reached: the timer's PPI goes high
             if self.sdei_check:
