@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING
 from unicorn import UC_HOOK_CODE, Uc
 
 from .arch import decode
-from .arch.stage1 import Regime, executable_aliases
+from .arch.stage1 import SCTLR_M, Regime, executable_aliases
 from .arch.sysreg import SYSREGS, SysReg
 
 if TYPE_CHECKING:
     from .vcpu import Vcpu
 
 REGIME_REGISTERS = tuple(SYSREGS[n] for n in ("SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1"))
+_SCTLR = SYSREGS["SCTLR_EL1"]
 _ERETS = (decode.ERET, decode.ERETAA, decode.ERETAB)
 
 
@@ -62,6 +63,8 @@ class VirtualSites:
             for reg in REGIME_REGISTERS:
                 self.vcpu.intercept.on(reg, write=self._on_regime_write)
             self._watching = True
+        elif self.regime is not None and not self.regime.mmu_on and not self.vcpu.uc.cpr_read(*_SCTLR) & SCTLR_M:
+            return  # the MMU was off and still is: one register read per run
         self.refresh()
 
     def forget(self) -> None:
