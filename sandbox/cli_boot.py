@@ -15,14 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from .boot import boot, check_dtb
-from .exits import Exit
+from .boot import check_dtb, start
 from .hyp.smccc import Conduit
 from .kvm import ExitReason, SystemEventType
-from .loaders.flat import load_flat
-from .loaders.image import is_linux_image, load_linux_image
 from .memmap import FLAT_LOAD_ADDRESS
-from .virt import DEFAULT_RAM_SIZE, create_vm
+from .virt import DEFAULT_RAM_SIZE
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", size: "type", number: "type") -> None:
@@ -47,26 +44,24 @@ def _say(text: str) -> None:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     path = Path(args.image)
-    data = path.read_bytes()
     conduit = Conduit.SMC if args.conduit == "smc" else Conduit.HVC
-    vm = create_vm(ram_size=args.mem, smp=args.smp, psci_conduit=conduit, uart_echo=sys.stdout)
-    image = load_linux_image(vm, path) if is_linux_image(data) else load_flat(vm, path, args.load_address)
     dtb = Path(args.dtb).read_bytes() if args.dtb else None
     if dtb is not None:
         check_dtb(dtb, args.dtb)
-    address = boot(vm, image, bootargs=args.append, dtb=dtb)
+    machine = start(path, smp=args.smp, ram_size=args.mem, bootargs=args.append, dtb=dtb,
+                    load_address=args.load_address, psci_conduit=conduit, uart_echo=sys.stdout)
+    image = machine.image
     if args.dump_dtb:
-        blob = vm.read_memory(address, int.from_bytes(vm.read_memory(address + 4, 4), "big"))
-        Path(args.dump_dtb).write_bytes(blob)
-    _say(f"{image.kind} {path} at {image.base:#x}, entry {image.entry:#x}, device tree at {address:#x}")
-    # vCPU 0 only: the secondaries stay off until PSCI CPU_ON brings them up through the
-    # multi-vCPU run loop.
-    vcpu = vm.vcpus[0]
+        Path(args.dump_dtb).write_bytes(machine.dtb())
+    _say(f"{image.kind} {path} at {image.base:#x}, entry {image.entry:#x}, device tree at "
+         f"{machine.dtb_address:#x}, {args.smp} vCPU(s)")
+    # Every vCPU through Vm.run: the secondaries join when the guest powers them on (CPU_ON).
     started = time.monotonic()
-    ex: Exit = vcpu.run(max_instructions=args.max_instructions, timeout=args.timeout)
+    ex = machine.run(max_instructions=args.max_instructions, timeout=args.timeout)
     elapsed = time.monotonic() - started
-    retired = vcpu.instructions
-    _say(f"{ex.describe()} after {retired} instructions, {elapsed:.2f} s")
+    per_cpu = ", ".join(str(v.instructions) for v in machine.vm.vcpus)
+    who = "" if ex.vcpu is None else f"vCPU {ex.vcpu}: "
+    _say(f"{who}{ex.describe()} after {machine.instructions} instructions ({per_cpu}), {elapsed:.2f} s")
     if ex.reason is ExitReason.SYSTEM_EVENT and ex.system_event is not None:
         return 0 if ex.system_event.type in (SystemEventType.SHUTDOWN, SystemEventType.RESET) else 1
     return 1

@@ -139,6 +139,8 @@ class SErrorGate:
             self._armed = True
         for address in self.vcpu.vm.gate_sites:
             self.watch(address)
+        for address in self.vcpu.virtual_sites.gate:  # their aliases with the MMU on
+            self.watch(address)
 
     def _disarm(self) -> None:
         uc = self.vcpu.uc
@@ -157,6 +159,14 @@ class SErrorGate:
             uc = self.vcpu.uc
             self._site_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
             uc.ctl_remove_cache(address, address + 4)
+
+    def unwatch(self, address: int) -> None:
+        """Drop the hook of a site alias the guest's tables no longer have (never from
+        inside a hook)."""
+        handle = self._site_hooks.pop(address, None)
+        if handle is not None:
+            self.vcpu.uc.hook_del(handle)
+            self.vcpu.uc.ctl_remove_cache(address, address + 4)
 
     def _on_daif_write(self, _reg: SysReg, value: int) -> bool:
         """`msr daif, xN` while an SError is pending (the intercept's MSR handler)."""

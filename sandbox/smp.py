@@ -8,6 +8,11 @@ host (the next Vm.run resumes that vCPU for the rest of its quantum), idles in W
 waits until something could wake it: a pending SError or SDEI event), or powers off
 (PSCI CPU_OFF).
 
+Time is the Vm's one system counter (sandbox/system_counter.py: every retired instruction of
+any vCPU is a tick). When the turn passes, the timers of the vCPUs that did not run catch up
+with the time the others made (a waiting vCPU whose deadline passed wakes); when every
+powered-on vCPU waits, time jumps to the next timer deadline among them.
+
 A PSCI CPU_ON (or CPU_OFF) ends the caller's turn right after the call. So while only one
 vCPU is powered on and no instruction budget is asked for, it can run without counting, at
 Unicorn's full speed: the next vCPU can only appear at such a call, an instruction boundary
@@ -49,6 +54,30 @@ class Scheduler:
             self._yielded = True
             vcpu._stop_with(Exit(ExitReason.INSTRUCTION_BUDGET, vcpu.uc.reg_read(A.UC_ARM64_REG_PC)))
 
+    def idle_until_event(self, vcpu: "Vcpu") -> bool:
+        """`vcpu` waits in WFI (its run loop asks): let time pass to the next timer deadline
+        if nothing else can run meanwhile. Inside Vm.run that needs every other powered-on
+        vCPU to be waiting too, and any of their deadlines counts; in a Vcpu.run() of the
+        host's own only this vCPU's timers do (the host runs the others). True when `vcpu`
+        now has something that wakes it."""
+        vcpus = self.vm.vcpus
+        if self._turn is None:
+            idle = [vcpu]
+        elif any(self._runnable(i) for i in range(len(vcpus)) if i != vcpu.index):
+            return False  # time moves on with the others' instructions
+        else:
+            idle = [v for v in vcpus if self._on(v.index)]
+        return self.vm.system_counter.idle_until_event(idle, vcpu)
+
+    def _wake_waiting(self) -> None:
+        """The timers of the vCPUs that did not run see the time the running one made; the
+        waiting vCPUs with something to wake them become runnable."""
+        vcpus = self.vm.vcpus
+        for i, v in enumerate(vcpus):
+            if v.timer is not None and self._on(i):
+                v.timer.update()
+        self.waiting = {i for i in self.waiting if self._on(i) and not vcpus[i]._wakeup_pending()}
+
     def _on(self, i: int) -> bool:
         return self.vm.hypervisor.power.states[i] is not PowerState.OFF
 
@@ -56,7 +85,9 @@ class Scheduler:
         return self._on(i) and i not in self.waiting
 
     def _next(self, after: int) -> None:
-        """The turn passes to the next runnable vCPU after `after`, in index order."""
+        """The turn passes to the next runnable vCPU after `after`, in index order (a
+        waiting vCPU whose wake-up came during the turn included)."""
+        self._wake_waiting()
         n = len(self.vm.vcpus)
         for k in range(1, n + 1):
             i = (after + k) % n
@@ -79,12 +110,16 @@ class Scheduler:
         budget = max_instructions
         retired = 0
         while True:
-            self.waiting = {i for i in self.waiting if self._on(i) and not vcpus[i]._wakeup_pending()}
+            self._wake_waiting()
+            on = [i for i in range(len(vcpus)) if self._on(i)]
+            if on and len(self.waiting) == len(on):
+                # Everyone waits: time jumps to the next deadline among them.
+                if self.vm.system_counter.idle_until_event([vcpus[i] for i in on], None):
+                    continue
             if not self._runnable(self.current):
                 self._next(self.current)
             v = vcpus[self.current]
             pc = v.uc.reg_read(A.UC_ARM64_REG_PC)
-            on = [i for i in range(len(vcpus)) if self._on(i)]
             if not on:
                 return self._report(Exit(ExitReason.POWERED_OFF, pc, vcpu=v.index), retired, budget)
             if not self._runnable(self.current):

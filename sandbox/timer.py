@@ -1,11 +1,12 @@
 """The architected generic timer of one vCPU, on deterministic time.
 
-Time is guest instructions, not host time: the system counter advances by
-TICKS_PER_INSTRUCTION for every instruction the vCPU retires (and jumps ahead while the
-vCPU idles in WFI with a timer armed, as QEMU's -icount does with sleep=off), CNTFRQ_EL0
-reads CNTFRQ_HZ. So the guest sees a CPU of CNTFRQ_HZ / TICKS_PER_INSTRUCTION instructions
-per second, and two runs of the same guest read the same counter values and take their
-timer interrupts at the same instructions: a run with timers replays exactly.
+Time is guest instructions, not host time: every vCPU reads the Vm's one system counter
+(sandbox/system_counter.py), which advances by TICKS_PER_INSTRUCTION for every instruction
+any vCPU retires and jumps ahead while every vCPU idles in WFI with a timer armed (as
+QEMU's -icount does with sleep=off); CNTFRQ_EL0 reads CNTFRQ_HZ. So the guest sees
+CNTFRQ_HZ / TICKS_PER_INSTRUCTION instructions per second (shared by the vCPUs that run),
+and two runs of the same guest read the same counter values and take their timer
+interrupts at the same instructions: a run with timers replays exactly.
 
 What Unicorn 2.1.4 does with these registers (measured): CNTFRQ_EL0 = 62.5 MHz; CNTPCT/CNTVCT
 follow host time (CLOCK_MONOTONIC / 16 ns, minus CNTVOFF_EL2); writes to CNTV_/CNTP_ CTL
@@ -17,7 +18,9 @@ which makes them UNDEFINED itself.
 Exactness: the vCPU always runs count-limited while it has a timer; a run stops at the
 instruction where an armed timer's compare value is reached (`instructions_until_event`),
 and a timer programmed during a run lowers that run's limit (`icount.set_limit`). The
-timer's output is a level-sensitive PPI raised and lowered through `Vm.raise_interrupt` /
+timer of a vCPU that is not running is looked at when the turn passes (sandbox/smp.py):
+it cannot take its interrupt earlier than its next instruction anyway. The timer's output
+is a level-sensitive PPI raised and lowered through `Vm.raise_interrupt` /
 `Vm.lower_interrupt` (the virtual timer on INTID 27, the EL1 physical timer on 30, as QEMU
 virt wires them).
 """
@@ -33,12 +36,10 @@ from .kvm import EBUSY, kvm_error
 from .arch.sysreg import SYSREGS, SysReg
 from .memmap import PHYS_TIMER_INTID, VIRT_TIMER_INTID
 from .sysreg_intercept import SysregIntercept  # noqa: F401 (the type of vcpu.intercept)
+from .system_counter import CNTFRQ_HZ, MASK64 as _MASK64, TICKS_PER_INSTRUCTION, SystemCounter
 
 if TYPE_CHECKING:
     from .vcpu import Vcpu
-
-CNTFRQ_HZ = 62_500_000  # QEMU's GTIMER_SCALE (16 ns) frequency, Unicorn's CNTFRQ_EL0 reset value
-TICKS_PER_INSTRUCTION = 1  # the guest sees a 62.5 MIPS CPU
 
 # CNTx_CTL_EL0 (Arm ARM D17.8): ENABLE, IMASK, ISTATUS (read-only).
 CTL_ENABLE = 1 << 0
@@ -52,7 +53,6 @@ EL0VTEN = 1 << 8
 EL0PTEN = 1 << 9
 
 _CNTKCTL = SYSREGS["CNTKCTL_EL1"]
-_MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclass
@@ -75,9 +75,8 @@ class GenericTimer:
         self.virt = TimerState("virt", VIRT_TIMER_INTID)
         self.phys = TimerState("phys", PHYS_TIMER_INTID)
         self.cntvoff = 0  # CNTVOFF_EL2: the host's offset of the virtual count
-        self._base = 0  # count when this vCPU object had retired no instruction
+        self.counter: SystemCounter = vcpu.vm.system_counter  # shared by every vCPU
         self.accesses = 0  # emulated register accesses (for benchmarks)
-        self._started = icount.counter(vcpu.uc)  # the engine's instruction counter, read in place
         r = SYSREGS
         intercept.on(r["CNTFRQ_EL0"], read=self._read_cntfrq)
         intercept.on(r["CNTPCT_EL0"], read=self._read_cntpct)
@@ -94,15 +93,9 @@ class GenericTimer:
     # -- the counter -------------------------------------------------------------------------
 
     def physical_count(self) -> int:
-        """CNTPCT_EL0 now: at an instruction boundary between runs, or (inside a run) the
-        value the instruction being executed reads."""
-        v = self.vcpu
-        retired = v.instructions
-        if v._in_emulation and v._counting:
-            started = self._started.value if self._started is not None else icount.started_instructions(v.uc)
-            if started:
-                retired += started - 1  # the instruction reading it has started, not retired
-        return (self._base + retired * TICKS_PER_INSTRUCTION) & _MASK64
+        """CNTPCT_EL0 now (the system count): at an instruction boundary between runs, or
+        (inside a run) the value the instruction being executed reads."""
+        return self.counter.count()
 
     def virtual_count(self) -> int:
         """CNTVCT_EL0 = CNTPCT_EL0 - CNTVOFF_EL2 (Arm ARM D11.2.2)."""
@@ -135,7 +128,7 @@ class GenericTimer:
                 else:
                     vm.lower_interrupt(timer.intid, self.vcpu.mpidr)
 
-    def _ticks_to_event(self) -> int | None:
+    def ticks_to_event(self) -> int | None:
         """Ticks until the next armed timer asserts its interrupt, or None."""
         best = None
         for timer in (self.virt, self.phys):
@@ -149,28 +142,18 @@ class GenericTimer:
     def instructions_until_event(self, limit: int) -> int:
         """The count limit for the next run: `limit` (0 = none) lowered to stop at the
         instruction where an armed timer's compare value is reached."""
-        ticks = self._ticks_to_event()
+        ticks = self.ticks_to_event()
         n = limit or icount.UNBOUNDED
         if ticks is not None:
             n = min(n, -(-ticks // TICKS_PER_INSTRUCTION))
         return n
-
-    def skip_idle(self) -> bool:
-        """The vCPU waits in WFI: let time pass until the next timer event (no instruction
-        retires meanwhile). False when no timer is armed."""
-        ticks = self._ticks_to_event()
-        if ticks is None:
-            return False
-        self._base += ticks
-        self.update()
-        return True
 
     def _reschedule(self) -> None:
         """After the guest programmed a timer inside a run: drive the line now, and stop the
         run where the new compare value will be reached if that is sooner than planned."""
         self.update()
         v = self.vcpu
-        ticks = self._ticks_to_event()
+        ticks = self.ticks_to_event()
         if ticks is None or not (v._in_emulation and v._counting):
             return
         started = icount.started_instructions(v.uc) or 0  # includes the MSR doing this
@@ -235,12 +218,12 @@ class GenericTimer:
     # -- migration ---------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Migratable state: the physical count now, CNTVOFF and both timers."""
+        """Migratable state: the (system) physical count now, CNTVOFF and both timers."""
         return {"count": self.physical_count(), "cntvoff": self.cntvoff,
                 "timers": {t.name: {"ctl": t.ctl, "cval": t.cval} for t in (self.virt, self.phys)}}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._base = (int(state["count"]) - self.vcpu.instructions * TICKS_PER_INSTRUCTION) & _MASK64
+        self.counter.set(int(state["count"]) & _MASK64)  # the same count in every vCPU's entry
         self.cntvoff = int(state["cntvoff"]) & _MASK64
         for t in (self.virt, self.phys):
             saved = state["timers"][t.name]

@@ -28,6 +28,7 @@ from .quirks import check_quirks
 from .semihosting import Semihosting
 from .smp import DEFAULT_QUANTUM, DEFAULT_TIME_BUDGET, Scheduler
 from .symbols import Symbolizer
+from .system_counter import SystemCounter
 from .vcpu import Vcpu
 
 RAM_BASE = memmap.RAM_BASE  # QEMU virt's RAM base
@@ -61,6 +62,7 @@ class Vm:
         self.storm_threshold = storm_threshold
         self.hypervisor = Hypervisor(self, psci_conduit, sdei_conduit)  # SMCCC, PSCI, SDEI (sandbox/hyp)
         self.scheduler = Scheduler(self)  # Vm.run (sandbox/smp.py)
+        self.system_counter = SystemCounter(self)  # the time every vCPU's generic timer reads
         self.sdei = SdeiVmm(self)  # KVM_ARM_SDEI_COMMAND (sandbox/hyp/sdei_vmm.py)
         self.vcpus: list[Vcpu] = []
         self.caps: dict[Cap, int] = {
@@ -160,6 +162,8 @@ class Vm:
             self.gate_sites.add(address + off)
             for v in self.vcpus:
                 v.serror.watch(address + off)
+        for v in self.vcpus:
+            v.virtual_sites.forget()  # the aliases of the new sites come with the next walk
 
     def has_quirk(self, name: str) -> bool:
         """Whether this Vm reproduces the bug that quirk `name` names (sandbox.quirks)."""

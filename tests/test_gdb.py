@@ -171,3 +171,53 @@ def test_sandbox_run_gdb_port_serves_gdb_and_exits_with_the_guest_status(hello):
     assert "Breakpoint 1, semihosting_exit (status=42)" in p.stdout, p.stdout + p.stderr
     assert "exited with code 052" in p.stdout
     assert cli.returncode == 42 and "gdb session exited" in out and "hello from the UART" in out
+
+
+TWO_CPUS = """
+.include "kernel.S"
+.include "smp.S"
+guest_main:
+    str x30, [sp, #-16]!
+    mov x0, #1
+    ldr x1, =work
+    bl cpu_on                    // CPU 1 runs `work`
+    ldr x9, =flag
+wait:
+    ldr x10, [x9]
+    cbz x10, wait
+    ldr x30, [sp], #16
+    ret                          // SYSTEM_OFF
+work:
+    mov x7, #0x77
+    ldr x9, =flag
+    str x7, [x9]
+    ret                          // CPU_OFF
+.balign 8
+flag: .quad 0
+"""
+
+
+def test_gdb_continue_runs_every_vcpu_and_stops_in_the_thread_that_hit_the_breakpoint():
+    vm = Vm()
+    vm.create_vcpu()
+    vm.create_vcpu()
+    program = assemble(TWO_CPUS, 0x40000000)
+    vm.load(program)
+    vm.vcpus[0].set_reg("pc", program["_start"])
+    s = Session(vm)
+    p = subprocess.run(gdb_command(s.server.port, "info threads", f"break *{program['work']:#x}", "continue",
+                                   "p/x $pc", "p $x0", "info threads", "thread 1", "p/x $pc", "delete", "continue"),
+                       capture_output=True, text=True, timeout=60)
+    end = s.finish()
+    out = p.stdout + p.stderr
+    assert "Thread 2 (vCPU 1 MPIDR 0x1)" in out, out  # both vCPUs are threads from the start
+    assert re.search(r"Thread 2 .*hit Breakpoint 1", out), out  # CPU 1 hit it, not the current thread
+    assert f"$1 = {program['work']:#x}" in out
+    assert "$2 = 1" in out  # secondary_entry calls `work` with x0 = MPIDR Aff0
+    assert "* 2    Thread 2" in out  # the stopped vCPU became gdb's current thread
+    pc0 = int(re.search(r"\$3 = (0x[0-9a-f]+)", out).group(1), 16)
+    # CPU 0 stands right after its CPU_ON call: the call ended its turn, CPU 1 ran next.
+    assert pc0 == program["cpu_on"] + 20
+    assert "exited normally" in out  # CPU 1 raised the flag, CPU 0 powered off
+    assert end.how == "exited" and end.exit.reason is ExitReason.SYSTEM_EVENT
+    assert vm.read_memory(program["flag"], 1) == b"\x77"

@@ -328,20 +328,25 @@ class GdbServer:
         return self._resume(step=step, address="")
 
     def _resume(self, *, step: bool, address: str) -> str:
+        """A step runs the current vCPU alone; a continue runs every powered-on vCPU
+        (Vm.run, deterministic as without gdb) until one of them stops, and that vCPU
+        becomes the thread of the stop reply. Breakpoints are BRKs in shared guest
+        memory, so every vCPU debugs the same way."""
         vcpu = self.vcpu
         if address:
             vcpu.set_reg("pc", int(address, 16))
         control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP
-        if step:
-            control |= KVM_GUESTDBG_SINGLESTEP
         if self.stop_on_exceptions:
             control |= GUESTDBG_EXIT_ON_EXCEPTION
-        vcpu.set_guest_debug(control)
+        for v in self.vm.vcpus:
+            v.set_guest_debug(control | (KVM_GUESTDBG_SINGLESTEP if step and v is vcpu else 0))
         assert self._conn is not None
         while True:
             if not step and self._conn.interrupted():
                 return self._stop_reply(GDB_SIGNAL_INT)
-            exit_ = vcpu.run(timeout=None if step else self.slice_seconds)
+            exit_ = vcpu.run(timeout=None) if step else self.vm.run(timeout=self.slice_seconds)
+            if exit_.vcpu is not None:
+                self._current = exit_.vcpu  # the thread that stopped
             if exit_.reason is ExitReason.TIME_BUDGET and not step:
                 continue  # a slice ended: look for Ctrl-C, then run on
             if exit_.reason is ExitReason.DEBUG and exit_.debug is not None:

@@ -44,6 +44,7 @@ from ..guest_debug import GuestDebug
 from ..kvm import EBUSY, ExitReason, InternalErrorSuberror, kvm_error
 from ..rawregs import CallRegisters, ContextRegisters, PstateWriter
 from ..serror import SErrorGate
+from ..virtual_sites import VirtualSites
 from ..sysreg_intercept import SysregIntercept
 from ..sysregs import EmulatedSysRegs
 from ..traps import Trap, TrapKind, classify_interrupt, guest_exception
@@ -82,6 +83,7 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         self._counting = False  # whether the last emu_start counted instructions
         self.intercept = SysregIntercept(self)  # the one MRS/MSR hook of this vCPU (sandbox.sysreg_intercept)
         self.serror = SErrorGate(self)
+        self.virtual_sites = VirtualSites(self)  # ERET/gate hooks at virtual aliases (MMU on)
         self.irq: InterruptGate | None = None  # IRQ/FIQ lines, once the Vm has a GIC
         self.timer: GenericTimer | None = None  # deterministic time (sandbox.timer), when attached
         self._mmio_pending: tuple[Exit, Any] | None = None

@@ -45,6 +45,7 @@ class RunLoop:
         self._running = True
         self._run_counts = max_instructions is not None
         try:
+            self.virtual_sites.check()  # the MMU regime may have changed since the last run
             self._complete_mmio()
             self._complete_hypercall()
             self._abort_site = None
@@ -79,6 +80,8 @@ class RunLoop:
                                 instructions=retired if remaining is not None else None)
                 micros = max(1, int(left * 1e6))
             self._stop = None
+            if self.virtual_sites.stale:
+                self.virtual_sites.refresh()  # the guest wrote SCTLR/TCR/TTBR: walk again
             if self.timer is not None:
                 self.timer.update()  # a compare value reached: the timer's PPI goes high
             if self.sdei_check:
@@ -177,7 +180,7 @@ class RunLoop:
                         action_exit.instructions = retired if max_instructions is not None else None
                         return action_exit
                     continue
-                if self._wakeup_pending():
+                if self._wakeup_pending() or self.vm.scheduler.idle_until_event(self):
                     continue
                 return Exit(ExitReason.IDLE, pc, instructions=retired if max_instructions is not None else None)
 
@@ -211,15 +214,10 @@ class RunLoop:
         """Whether a WFI would wake now: a pending SError wakes it even while PSTATE.A masks
         it (WFI wake-up events ignore PSTATE masking, Arm ARM D1.16.2), and so does an
         asserted IRQ/FIQ or an SDEI event due on this vCPU (an interrupt routed to EL2/EL3 is
-        a wake-up event too); with a timer armed, time passes until it fires."""
+        a wake-up event too). Time passing while idle is the scheduler's (idle_until_event)."""
         if self.serror.pending or (self.irq is not None and self.irq.pending):
             return True
-        if self.sdei_check and self.vm.hypervisor.sdei.next_dispatch(self) is not None:
-            return True
-        while self.timer is not None and self.timer.skip_idle():
-            if self.irq is not None and self.irq.pending:
-                return True
-        return False
+        return self.sdei_check and self.vm.hypervisor.sdei.next_dispatch(self) is not None
 
     def _emu_start(self, pc: int, *, timeout: int = 0, count: int = 0) -> None:
         """uc.emu_start with a correct instruction count. Unicorn counts with a code hook
