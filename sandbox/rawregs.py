@@ -222,7 +222,7 @@ class ContextRegisters:
         x = self._x
         if x is not None:
             # In place, PC included: an API write of the PC from a hook would make Unicorn skip
-            # its PC restore at the next exit request (see sandbox/mmio_replay.py).
+            # its PC restore at the next exit request (see sandbox/access_completion.py).
             x[:SDEI_SAVED_GPREGS] = [r & 0xFFFFFFFFFFFFFFFF for r in regs]
             x[32] = pc & 0xFFFFFFFFFFFFFFFF
         else:
