@@ -26,7 +26,7 @@ from typing import Any
 from ..ras.cper import Severity
 from .actions import known_register, parse_memory_value
 from . import sdei_expect
-from .fields import Doc, Node, Ref
+from .fields import Doc, Node, Ref, unsigned_fields
 from .triggers import EXIT_NAMES
 
 RECORD_FIELDS = ("vector", "ec", "esr", "far", "elr", "spsr", "isr", "disr", "cpu")
@@ -126,16 +126,7 @@ def _exit_name(n: Node, i: int, text: str) -> str:
 
 
 def _record(doc: Doc, t: Node) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k in RECORD_FIELDS:
-        if t.has(k):
-            out[k] = t.address(k) if k in ADDRESS_FIELDS else t.int(k, minimum=0)
-        else:
-            t.raw(k, None)
-    t.finish()
-    if not out:
-        raise t.error(None, f"an expected exception needs at least one of {', '.join(RECORD_FIELDS)}")
-    return out
+    return unsigned_fields(t, RECORD_FIELDS, ADDRESS_FIELDS, need="an expected exception needs")
 
 
 _SEVERITY_NAMES = [s.name.lower() for s in Severity]

@@ -201,3 +201,18 @@ def parse_size(value: int | str, error: Any) -> int:
         return int(value, 0)
     except ValueError:
         raise error(f"{value!r} is not a size (e.g. 4096, \"0x1000\", \"64M\")") from None
+
+
+def unsigned_fields(t: Node, names: Any, address: Any = (), need: str = "give") -> dict[str, Any]:
+    """The fields of table `t` among `names` (non-negative integers; those in `address` may
+    also be symbols), refusing unknown keys and a table that names none of them."""
+    out: dict[str, Any] = {}
+    for k in names:
+        if t.has(k):
+            out[k] = t.address(k) if k in address else t.int(k, minimum=0)
+        else:
+            t.raw(k, None)
+    t.finish()
+    if not out:
+        raise t.error(None, f"{need} at least one of {', '.join(names)}")
+    return out

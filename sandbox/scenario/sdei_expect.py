@@ -28,7 +28,7 @@ from ..hyp.power import PowerState
 from ..hyp.sdei_events import SHARED
 from ..observe import Event
 from ..sdei_client import sdei_records
-from .fields import Doc, Node, Ref
+from .fields import Doc, Node, Ref, unsigned_fields
 
 if TYPE_CHECKING:
     from .expect import Expect, Mismatch
@@ -47,7 +47,7 @@ POWER = {"on": PowerState.ON, "off": PowerState.OFF, "on-pending": PowerState.ON
 def parse(doc: Doc, key: str, n: Node, e: "Expect") -> None:
     """Read `key` of the expect table `n` into `e`."""
     if key == "sdei":
-        e.sdei = [_fields(t, RECORD_FIELDS, address=("pc",)) for t in n.tables("sdei")]
+        e.sdei = [unsigned_fields(t, RECORD_FIELDS, address=("pc",)) for t in n.tables("sdei")]
     elif key == "sdei_completions":
         e.sdei_completions = [_completion(t) for t in n.tables("sdei_completions")]
     elif key == "sdei_state":
@@ -56,19 +56,6 @@ def parse(doc: Doc, key: str, n: Node, e: "Expect") -> None:
         e.sdei_bindings = [_binding(t) for t in n.tables("sdei_bindings")]
     elif key == "vcpus":
         e.vcpus = [_vcpu(doc, t) for t in n.tables("vcpus")]
-
-
-def _fields(t: Node, names: Any, address: tuple[str, ...] = ()) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k in names:
-        if t.has(k):
-            out[k] = t.address(k) if k in address else t.int(k, minimum=0)
-        else:
-            t.raw(k, None)
-    t.finish()
-    if not out:
-        raise t.error(None, f"give at least one of {', '.join(names)}")
-    return out
 
 
 def _completion(t: Node) -> dict[str, Any]:
