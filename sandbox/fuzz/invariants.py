@@ -11,6 +11,8 @@ Built in (a registry: `register_invariant` adds more, a scenario adds end-state 
     context         when a handler returns, the interrupted context is back: ELR and SPSR of
                     every exception, and x0-x30 and SP for injected events (minus what
                     `[fuzz] may_change` lists); no illegal exception return
+    sdei-delivery   SDEI instances dispatched once (or discarded, or pending), never while
+    sdei-context    masked; COMPLETE restores the interrupted context (sdei_invariants.py)
     no-storm        no exception storm
     no-host-error   no host exception (sandbox callback, Unicorn error, refused host call)
     finishes        the run ends within the instruction budget
@@ -155,6 +157,9 @@ class Checker:
     def attach(self, vm: "Vm") -> None:
         self.vm = vm
         vm.observers.append(self)
+        for extra in self._extra:  # a registered invariant may start again from a new Vm's state
+            if hasattr(extra, "attach"):
+                extra.attach(vm)
 
     def flag(self, invariant: str, message: str, pc: int | None = None) -> None:
         self.violations.append(Violation(invariant, message, pc))
@@ -327,7 +332,8 @@ class InvariantSpec:
     """An invariant. The built-in ones are checked by `Checker` itself (factory None);
     another part of the sandbox adds one with a factory: `factory(checker)` returns an
     object with `on_event(event)` and `finish(end) -> list[Violation]` (see Checker.flag),
-    and `fork(checker)` if it keeps state (the fast path forks checkers at its restore point)."""
+    and `fork(checker)` if it keeps state (the fast path forks checkers at its restore point),
+    `attach(vm)` if that state must follow a new Vm (a snapshot restore)."""
 
     name: str
     summary: str
@@ -352,3 +358,6 @@ for _spec in (
     InvariantSpec("finishes", "the run ends within its instruction budget"),
 ):
     register_invariant(_spec)
+
+
+from . import sdei_invariants  # noqa: E402,F401  (registers sdei-delivery, sdei-context; imports this module)
