@@ -36,7 +36,7 @@ from ..arch.exception import ExceptionKind
 from ..exits import Exit
 from ..firmware import exception_records
 from ..kvm import ExitReason, InternalErrorSuberror
-from ..observe import Event
+from ..observe import KINDS, Event
 
 if TYPE_CHECKING:
     from ..vm import Vm
@@ -50,6 +50,7 @@ _IDS_SPX = tuple(_X_IDS + [A.UC_ARM64_REG_SP])
 
 
 _CONTEXT_NAMES = GP_NAMES + ("sp",)
+_FORKING: list[Any] = []  # Checker(_extra=_FORKING): fork() fills in the registered invariants
 HOST_FAILURES = {InternalErrorSuberror.HOST_ERROR, InternalErrorSuberror.EMULATION}
 
 
@@ -141,17 +142,31 @@ class Checker:
     _extra: list[Any] = field(default_factory=list)
     finished: bool = False
     records: dict[int, list[Any]] = field(default_factory=dict)  # the guest's records read at the end, per CPU
+    _routes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # kind -> indices into _extra
+    _unrouted: tuple[int, ...] = ()  # for a kind not in KINDS
 
     def __post_init__(self) -> None:
-        self._extra = [spec.factory(self) for spec in INVARIANTS.values() if spec.factory is not None]
+        if self._extra is not _FORKING:
+            self._extra = [spec.factory(self) for spec in INVARIANTS.values() if spec.factory is not None]
+            self._route()
+
+    def _route(self) -> None:
+        """Which registered invariant hears which event kind: those with `WATCHES` (a set of
+        kinds) only those, the others every event (every event goes through here; forks
+        share the table: their invariants are of the same kinds, in the same order)."""
+        self._routes = {kind: tuple(i for i, x in enumerate(self._extra) if kind in getattr(x, "WATCHES", (kind,)))
+                        for kind in KINDS}
+        self._unrouted = tuple(i for i, x in enumerate(self._extra) if not hasattr(x, "WATCHES"))
 
     def fork(self) -> "Checker":
         """A checker that has seen what this one has seen, for a run continuing from here
         (the fast path forks the one that watched the scenario up to its restore point)."""
         c = Checker(self.config, self.vm, list(self.violations), list(self.entries),
-                    {k: list(v) for k, v in self._frames.items()}, dict(self._pending), dict(self._abort_injected))
+                    {k: list(v) for k, v in self._frames.items()}, dict(self._pending), dict(self._abort_injected),
+                    _FORKING)
         # A registered invariant that keeps state across events forks it with `fork(checker)`.
         c._extra = [x.fork(c) if hasattr(x, "fork") else x for x in self._extra]
+        c._routes, c._unrouted = self._routes, self._unrouted
         return c
 
     def attach(self, vm: "Vm") -> None:
@@ -178,8 +193,8 @@ class Checker:
             self._pending[event.vcpu] = False
         elif kind == "inject" and (event.data.get("dabt") or event.data.get("iabt")):
             self._abort_injected[event.vcpu] = True
-        for extra in self._extra:
-            extra.on_event(event)
+        for i in self._routes.get(kind, self._unrouted):
+            self._extra[i].on_event(event)
 
     def _context(self, index: int, spsr: int) -> tuple[int, ...]:
         assert self.vm is not None
@@ -332,6 +347,7 @@ class InvariantSpec:
     """An invariant. The built-in ones are checked by `Checker` itself (factory None);
     another part of the sandbox adds one with a factory: `factory(checker)` returns an
     object with `on_event(event)` and `finish(end) -> list[Violation]` (see Checker.flag),
+    `WATCHES` (the event kinds it needs: the others are not passed to it),
     and `fork(checker)` if it keeps state (the fast path forks checkers at its restore point),
     `attach(vm)` if that state must follow a new Vm (a snapshot restore)."""
 

@@ -179,14 +179,16 @@ def _restore_vcpu(v: "Vcpu", s: _VcpuState) -> None:
 
 class SdeiPoint:
     """The SDEI dispatcher's state at the point, as the Python objects it keeps (copied, not
-    serialised: sdei_migration's JSON is for snapshots and costs more). Restoring assigns
-    only what differs, so a run that left SDEI alone costs a few comparisons."""
+    serialised: sdei_migration's JSON is for snapshots and costs more). Restoring compares
+    first and assigns only what differs: a run that left SDEI alone (every SError run of a
+    campaign) costs a few comparisons."""
 
     def __init__(self, sdei: Any):
         self.sdei = sdei
         t = sdei.table
         self.events = dict(t.events)
-        self.intids = {n: e.intid for n, e in t.events.items() if e.origin == "dynamic"}
+        self.dynamic = [e for e in t.events.values() if e.origin == "dynamic"]
+        self.intids = [e.intid for e in self.dynamic]
         self.bind_slots = t.bind_slots
         self.handlers = {k: _handler_fields(h) for k, h in t.handlers.items()}
         self.pending = dict(t.pending)
@@ -196,20 +198,20 @@ class SdeiPoint:
     def restore(self) -> None:
         sdei = self.sdei
         t = sdei.table
+        if t.pending != self.pending:
+            t.pending = dict(self.pending)
+        if (t.handlers or self.handlers) and (len(t.handlers) != len(self.handlers) or any(
+                _handler_fields(h) != self.handlers.get(k) for k, h in t.handlers.items())):
+            t.handlers = {k: Handler(*f) for k, f in self.handlers.items()}
+        for pe, (masked, stack) in zip(sdei.pes, self.pes):
+            if pe.masked is not masked or pe.stack != stack:
+                pe.masked, pe.stack = masked, list(stack)
         if t.events != self.events or t.bind_slots != self.bind_slots:
             t.events = dict(self.events)
             t.bind_slots = self.bind_slots
-        for n, intid in self.intids.items():
-            if t.events[n].intid != intid:
-                t.events[n].intid = intid
-        if len(t.handlers) != len(self.handlers) or any(_handler_fields(h) != self.handlers.get(k)
-                                                        for k, h in t.handlers.items()):
-            t.handlers = {k: Handler(*f) for k, f in self.handlers.items()}
-        if t.pending != self.pending:
-            t.pending = dict(self.pending)
-        for pe, (masked, stack) in zip(sdei.pes, self.pes):
-            if pe.masked != masked or pe.stack != stack:
-                pe.masked, pe.stack = masked, list(stack)
+        if [e.intid for e in self.dynamic] != self.intids:
+            for e, intid in zip(self.dynamic, self.intids):
+                e.intid = intid
         if sdei.rm_any_last != self.rm_any_last:
             sdei.rm_any_last = dict(self.rm_any_last)
 

@@ -23,11 +23,12 @@ checker, and a snapshot restore (a new Vm) starts their bookkeeping again from i
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from unicorn import arm64_const as A
 
+from ..hyp.sdei_events import SHARED
 from ..hyp.sdei_state import EventState
 from ..observe import Event
 from .invariants import _CONTEXT_NAMES, _X_IDS, InvariantSpec, RunEnd, Violation, context_of, register_invariant
@@ -56,12 +57,14 @@ def _sdei(checker: "Checker") -> Any:
 class SdeiContext:
     """sdei-context: the interrupted context at dispatch against the one COMPLETE leaves."""
 
+    WATCHES = frozenset({"sdei_dispatch", "sdei_complete"})
+
     def __init__(self, checker: "Checker", frames: dict[int, list[_Frame]] | None = None):
         self.checker = checker
         self.frames: dict[int, list[_Frame]] = frames if frames is not None else {}
 
     def fork(self, checker: "Checker") -> "SdeiContext":
-        return SdeiContext(checker, {k: list(v) for k, v in self.frames.items()})
+        return SdeiContext(checker, {k: list(v) for k, v in self.frames.items() if v} if self.frames else {})
 
     def attach(self, vm: Any) -> None:
         self.frames = {}  # a restored machine: its running handlers were dispatched elsewhere
@@ -113,36 +116,41 @@ class SdeiContext:
         return []
 
 
-@dataclass
-class _Count:
-    made: int = 0  # instances made pending, minus those discarded
-    dispatched: int = 0
-
-
-@dataclass
 class SdeiDelivery:
-    """sdei-delivery: instances in and out, and the conditions of each dispatch."""
+    """sdei-delivery: instances in and out, and the conditions of each dispatch. Cheap to
+    fork and to finish while no SDEI event happened (the fast path does both every run)."""
 
-    checker: "Checker"
-    counts: dict[int, _Count] = field(default_factory=lambda: defaultdict(_Count))
-    running: dict[int, list[bool]] = field(default_factory=dict)  # vCPU -> criticality of running handlers
+    WATCHES = frozenset({"sdei_pend", "sdei_drop", "sdei_dispatch", "sdei_complete"})
+
+    def __init__(self, checker: "Checker", counts: dict[int, list[int]] | None = None,
+                 running: dict[int, list[bool]] | None = None):
+        self.checker = checker
+        self.counts = counts if counts is not None else {}  # event -> [made pending - discarded, dispatched]
+        self.running = running if running is not None else {}  # vCPU -> criticality of its running handlers
 
     def fork(self, checker: "Checker") -> "SdeiDelivery":
-        counts: dict[int, _Count] = defaultdict(_Count, {k: _Count(c.made, c.dispatched)
-                                                         for k, c in self.counts.items()})
-        return SdeiDelivery(checker, counts, {k: list(v) for k, v in self.running.items()})
+        if not (self.counts or self.running):
+            return SdeiDelivery(checker, {}, {})
+        return SdeiDelivery(checker, {k: list(c) for k, c in self.counts.items()},
+                            {k: list(v) for k, v in self.running.items() if v})
+
+    def _count(self, num: int) -> list[int]:
+        c = self.counts.get(num)
+        if c is None:
+            c = self.counts[num] = [0, 0]
+        return c
 
     def attach(self, vm: Any) -> None:
         sdei = vm.hypervisor.sdei
-        self.counts = defaultdict(_Count)
+        self.counts = {}
         for (num, _where), n in sdei.table.pending.items():
-            self.counts[num].made += n
-        self.running = {i: [d.critical for d in pe.stack] for i, pe in enumerate(sdei.pes)}
+            self._count(num)[0] += n
+        self.running = {i: [d.critical for d in pe.stack] for i, pe in enumerate(sdei.pes) if pe.stack}
 
     def on_event(self, event: Event) -> None:
         kind = event.kind
         if kind == "sdei_pend" or kind == "sdei_drop":
-            self.counts[event.data["event"]].made += event.data["change"]
+            self._count(event.data["event"])[0] += event.data["change"]
         elif kind == "sdei_dispatch":
             self._on_dispatch(event)
         elif kind == "sdei_complete":
@@ -153,17 +161,17 @@ class SdeiDelivery:
     def _on_dispatch(self, event: Event) -> None:
         d = event.data
         num, critical, pc = d["event"], bool(d.get("critical")), d["interrupted_pc"]
-        c = self.counts[num]
-        c.dispatched += 1
+        c = self._count(num)
+        c[1] += 1
         what = f"SDEI event {num:#x} dispatched at {pc:#x}"
-        if c.dispatched > c.made:
-            self.checker.flag(DELIVERY, f"{what}: {c.dispatched} dispatches of {c.made} instances made pending "
+        if c[1] > c[0]:
+            self.checker.flag(DELIVERY, f"{what}: {c[1]} dispatches of {c[0]} instances made pending "
                                         "(an instance delivered twice)", pc)
         sdei = _sdei(self.checker)
         if sdei.pes[event.vcpu].masked:
             self.checker.flag(DELIVERY, f"{what} while the PE is masked", pc)
         ev = sdei.table.events.get(num)
-        h = None if ev is None else sdei.table.handlers.get((num, -1 if ev.shared else event.vcpu))
+        h = None if ev is None else sdei.table.handlers.get((num, SHARED if ev.shared else event.vcpu))
         if h is None or h.state is not EventState.RUNNING_ENABLED:  # DISPATCH moves ENABLED to 7 only
             state = "unregistered" if h is None else h.state.name
             self.checker.flag(DELIVERY, f"{what}, which was not registered and enabled (now {state})", pc)
@@ -174,16 +182,16 @@ class SdeiDelivery:
         stack.append(critical)
 
     def finish(self, end: RunEnd) -> list[Violation]:
-        if self.checker.vm is None:
-            return []
+        if not self.counts:
+            return []  # nothing made pending since the checker watched: nothing can be lost
         pending: dict[int, int] = defaultdict(int)
         for (num, _where), n in _sdei(self.checker).table.pending.items():
             pending[num] += n
         out = []
-        for num, c in sorted(self.counts.items()):
-            left = c.made - c.dispatched
+        for num, (made, dispatched) in sorted(self.counts.items()):
+            left = made - dispatched
             if left > pending[num]:
-                out.append(Violation(DELIVERY, f"SDEI event {num:#x}: {c.made} instances made pending, {c.dispatched} "
+                out.append(Violation(DELIVERY, f"SDEI event {num:#x}: {made} instances made pending, {dispatched} "
                                                f"dispatched, {pending[num]} still pending: {left - pending[num]} lost"))
             elif left >= 0 and left < pending[num]:
                 out.append(Violation(DELIVERY, f"SDEI event {num:#x}: {pending[num]} instances pending, only "
