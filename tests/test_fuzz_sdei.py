@@ -2,7 +2,7 @@
 finds the handler hook that clobbers x23 and writes reproducers that replay alone, the
 correct hook is clean; the SDEI invariants flag a dispatch while the PE is masked; a
 campaign with sdei events is deterministic; the fast path's restore point returns the
-dispatcher's state exactly, so a restored run equals a fresh one."""
+dispatcher's state (and a GIC's) exactly, so a restored run equals a fresh one."""
 
 import json
 import re
@@ -15,11 +15,14 @@ from sandbox.cli import main
 from sandbox.fuzz.fastpath import FastExecutor, agree
 from sandbox.fuzz.general import run_general
 from sandbox.fuzz.plan import Injection, Plan
+from sandbox.fuzz.restore_point import RestorePoint
 from sandbox.fuzz.sweep import sweep_points
 from sandbox.fuzz.target import Target
 from sandbox.hyp import sdei_migration
 from sandbox.hyp.sdei_delivery import Choice
 from sandbox.scenario import Scenario, ScenarioError
+
+from virt_guest import virt_boot
 
 ROOT = Path(__file__).resolve().parent.parent / "scenarios" / "fuzz"
 DEMO = ROOT / "sdei-handler.toml"
@@ -190,3 +193,53 @@ def test_bad_sdei_action_arguments_are_scenario_errors(tmp_path):
             assert where in str(e)
         else:
             raise AssertionError(f"{action} was accepted")
+
+
+# -- the restore point on a machine with a GIC ----------------------------------------------------
+
+GIC_GUEST = """guest_main:
+    mov x29, x30
+    ldr x0, =irq_vectors
+    msr vbar_el1, x0
+    isb
+    bl gic_init
+    ldr x0, =0x08000c08      // GICD_ICFGR2 (INTIDs 32-47): INTID 40 edge-triggered
+    mov w1, #(2 << 16)
+    str w1, [x0]
+    mov x0, #40
+    mov x1, #0xa0
+    bl gic_enable
+    mov x30, x29
+ready:
+    msr daifclr, #2
+wait:
+    ldr x0, =irq_log
+    ldr x1, [x0]
+    cbz x1, wait
+    ret
+"""
+
+
+def test_a_restore_point_returns_the_gic_and_a_restored_run_equals_a_fresh_one():
+    def to_ready():
+        r = virt_boot(GIC_GUEST, run=False)
+        while r.vcpu.reg("pc") != r.sym("ready"):
+            r.run(max_instructions=1)
+        return r
+
+    def interrupt(r):  # the host raises SPI 40; the guest takes it, records it, powers off
+        r.vm.raise_interrupt(40)
+        ex = r.run(max_instructions=5000)
+        return ex.reason.name, [(i.vector, i.intid, i.elr, i.spsr) for i in r.irqs], r.vm.interrupt_controller.state()
+
+    r = to_ready()
+    point = RestorePoint(r.vm, verifying=True)
+    gic = r.vm.interrupt_controller
+    at_point = gic.state()
+    first = interrupt(r)
+    assert first[0] == "SYSTEM_EVENT" and [irq[:2] for irq in first[1]] == [(0x280, 40)]
+    r.vm.raise_interrupt(40)  # latched again, not taken: the state differs from the point's
+    assert gic.state() != at_point
+    point.restore()
+    assert gic.state() == at_point and not r.vcpu.irq.pending and point.verify()
+    assert interrupt(r) == first == interrupt(to_ready())
