@@ -56,6 +56,9 @@ class EventKind:
     needs_caps: tuple[str, ...] = ()  # KVM_ENABLE_CAP names the machine must enable
     bound: bool = False  # `bind` takes parameters from the boundary's state (an address)
     essential: tuple[str, ...] = ()  # parameters a minimisation keeps (what is injected, not how)
+    # The injections a sweep makes at a boundary, each with the boundary as it leaves it (a
+    # kind whose host can change the masking state tries each state). None: one, bind(b, {}).
+    sweep: Callable[[Boundary], list[tuple[Boundary, dict[str, Any]]]] | None = None
     # Host-side state the kind needs at each boundary (the SDEI PE mask): probe(vcpu) returns
     # a hashable value, kept in Boundary.probes. None: the PSTATE and the instruction suffice.
     probe: Callable[[Any], Any] | None = None

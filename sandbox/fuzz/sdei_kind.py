@@ -5,7 +5,7 @@ Which events: those the scenario's own steps expose (`sdei_expose`) and event 0,
 always exists (DEN0054C 4.4, reference/sdei.md 1.3); an injection draws one of them and a
 count of 1 or 2 instances (v5 event_count), and now and then has the host mask the PE first
 (`sdei_set_masked`, KVM_SDEI_CMD_SET_VCPU_STATE), so a masked PE is tried where the guest
-leaves it unmasked. The host never unmasks: that would run the handler where the guest
+leaves it unmasked; a sweep tries both at every boundary where the PE is unmasked. The host never unmasks: that would run the handler where the guest
 forbade it, a fault of the host and not of the guest.
 
 Masking is not PSTATE: SDEI events are dispatched from EL2/EL3 whatever PSTATE.DAIF says.
@@ -79,6 +79,18 @@ def _bind(b: Boundary, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sweep(b: Boundary) -> list[tuple[Boundary, dict[str, Any]]]:
+    """One instance as the guest's state has it; and, where the PE is unmasked, one with
+    the host masking the PE first (the boundary then shows masked)."""
+    params = _bind(b, {})
+    out = [(b, params)]
+    seen = b.probe(NAME)
+    if seen is not None and not seen[0]:
+        masked = tuple((k, (True, v[1]) if k == NAME else v) for k, v in b.probes)
+        out.append((replace(b, probes=masked), {**params, "mask": 1}))
+    return out
+
+
 def _random(events: tuple[int, ...], rng: random.Random) -> dict[str, Any]:
     params: dict[str, Any] = {"event": rng.choice(events), "count": rng.randint(1, MAX_COUNT)}
     if rng.random() < 0.25:
@@ -113,5 +125,5 @@ def _for_target(target: "Target") -> EventKind:
 KIND = EventKind(
     NAME, "KVM_SDEI_CMD_INJECT_EVENT of an event the scenario exposes (count 1-2; the host may mask the PE first)",
     applies=_applies, masked=_masked, random_params=lambda rng: _random((SW_SIGNALED_EVENT,), rng),
-    steps=_steps, bind=_bind, probe=probe, for_target=_for_target, essential=("event",))
+    steps=_steps, bind=_bind, probe=probe, for_target=_for_target, essential=("event",), sweep=_sweep)
 register_event_kind(KIND)
