@@ -22,7 +22,8 @@ from sandbox.hyp import sdei_migration
 from sandbox.hyp.sdei_delivery import Choice
 from sandbox.scenario import Scenario, ScenarioError
 
-from virt_guest import virt_boot
+from fuzz_lib import same_seed_twice
+from virt_guest import SPI_SETUP, virt_boot
 
 ROOT = Path(__file__).resolve().parent.parent / "scenarios" / "fuzz"
 DEMO = ROOT / "sdei-handler.toml"
@@ -135,13 +136,7 @@ def _fuzz(out: Path) -> int:
 
 
 def test_the_same_seed_gives_the_same_sdei_campaign(tmp_path, capsys):
-    assert _fuzz(tmp_path / "a") == 1
-    first = json.loads(capsys.readouterr().out)
-    assert _fuzz(tmp_path / "b") == 1
-    second = json.loads(capsys.readouterr().out)
-    strip = lambda fs: [{k: v for k, v in f.items() if k != "file"} for f in fs]  # noqa: E731
-    assert first["findings"] and strip(first["findings"]) == strip(second["findings"])
-    assert first["corpus"] == second["corpus"] and first["coverage_blocks"] == second["coverage_blocks"]
+    first, _second = same_seed_twice(_fuzz, tmp_path, capsys)
     assert any(i["kind"] == "sdei" for f in first["findings"] for i in f["plan"])
     for f in first["findings"]:
         assert Scenario.load(f["file"]).run().passed  # each minimised finding replays alone
@@ -204,19 +199,7 @@ def test_bad_sdei_action_arguments_are_scenario_errors(tmp_path):
 
 # -- the restore point on a machine with a GIC ----------------------------------------------------
 
-GIC_GUEST = """guest_main:
-    mov x29, x30
-    ldr x0, =irq_vectors
-    msr vbar_el1, x0
-    isb
-    bl gic_init
-    ldr x0, =0x08000c08      // GICD_ICFGR2 (INTIDs 32-47): INTID 40 edge-triggered
-    mov w1, #(2 << 16)
-    str w1, [x0]
-    mov x0, #40
-    mov x1, #0xa0
-    bl gic_enable
-    mov x30, x29
+GIC_GUEST = "guest_main:\n" + SPI_SETUP.format(intid=40) + """
 ready:
     msr daifclr, #2
 wait:
