@@ -28,7 +28,7 @@ from .arch import decode
 from .arch import pstate as ps
 from .arch.esr import syn_serror
 from .arch.exception import ExceptionKind
-from .arch.ras import DEFAULT_VSERROR_ISS, deferred_disr
+from .arch.ras import DEFAULT_VSERROR_ISS, deferred_disr, merge_serror_syndromes
 from .arch.sysreg import SYSREGS, SysReg
 
 if TYPE_CHECKING:
@@ -72,6 +72,17 @@ class SErrorGate:
         if vm.observers:
             vm.notify("serror_pend", self.vcpu, self.vcpu.uc.reg_read(A.UC_ARM64_REG_PC), esr=syn_serror(iss))
         self._arm()
+
+    def pend_another(self, iss: int) -> None:
+        """An SError condition the sandbox raises on its own account (a device's error
+        response, a firmware-first SEI notification) rather than the host through
+        KVM_SET_VCPU_EVENTS. While one is pending, the PE takes one SError for both, whose
+        ISS follows the RAS "multiple SError interrupts" rule (DDI0587B 2.5.3: the overall
+        error state, arch.ras.merge_serror_syndromes). Seed 001 leaves that rule to user
+        space; the host API itself overwrites, as KVM does."""
+        if self.pending_iss is not None:
+            iss = merge_serror_syndromes(self.pending_iss, iss)
+        self.pend(iss)
 
     def saved_iss(self) -> int | None:
         """The pending syndrome a vCPU save carries: the live one (taking or deferring the

@@ -413,3 +413,32 @@ unmask:
     assert_halted(r)
     rec = r.records[0]
     assert (rec.vector, rec.esr, rec.elr, rec.spsr) == (0x580, 0xBE004242, r.sym("unmask") + 4, 0)
+
+
+def test_two_device_errors_while_masked_are_taken_as_one_serror_with_the_overall_state():
+    # Two bus errors (a recoverable one, then a corrected one) arrive while PSTATE.A is set:
+    # one SError is taken at the unmask, reporting the more severe AET (DDI0587B 2.5.3;
+    # severity order of reference/ras.md section 3), and nothing stays pending.
+    from sandbox.devices.serror_source import SErrorSource
+    ce = E.FSC.SERROR | (E.AET.CE << E.AET_SHIFT)
+    uer = E.FSC.SERROR | (E.AET.UER << E.AET_SHIFT)
+    r = boot("""
+guest_main:
+    ldr x9, =0x0a000000
+    ldr x10, =0x0a001000
+    str w1, [x9]                // recoverable error response
+    str w1, [x10]               // corrected error response: must not replace it
+    nop
+unmask:
+    msr daifclr, #4
+    mrs x11, isr_el1
+    ret
+""", run=False)
+    r.vm.add_device(0x0A000000, 0x1000, SErrorSource(r.vm, uer), "uer")
+    r.vm.add_device(0x0A001000, 0x1000, SErrorSource(r.vm, ce), "ce")
+    r.exit = r.vcpu.run()
+    assert_halted(r)
+    [rec] = serrors(r)
+    # EC 0x2F, IL, ISS (Arm ARM D17.2.37): DFSC 0x11 with AET = UER
+    assert (rec.vector, rec.esr, rec.elr) == (0x380, 0xBE000000 | uer, r.sym("unmask") + 4)
+    assert r.vcpu.reg("x11") & (1 << 8) == 0  # ISR_EL1.A: nothing left pending

@@ -9,7 +9,7 @@ from sandbox import ExitReason, assemble
 from sandbox.system_counter import TICKS_PER_INSTRUCTION
 from sandbox.virt import create_vm
 
-from test_timer import TIMER_OFF, VIRQ
+from test_timer import SETUP, TIMER_OFF, VIRQ
 
 RAM = 0x40000000
 HEADER = '.include "kernel.S"\n.include "smp.S"\n.include "gic.S"\n'
@@ -106,16 +106,7 @@ guest_main:
     ldr x9, =woken
 {cpu0}
 sleeper:
-    ldr x0, =irq_vectors
-    msr vbar_el1, x0
-    bl gic_init
-    mov x0, #{intid}
-    mov x1, #0xa0
-    bl gic_enable
-    ldr x0, =irq_action
-    ldr x1, =timer_off
-    str x1, [x0]
-    mrs x1, cntvct_el0
+""" + SETUP + """    mrs x1, cntvct_el0
     ldr x2, ={delay}
     add x1, x1, x2
     msr cntv_cval_el0, x1

@@ -8,7 +8,10 @@ reference/ras.md section 4). The model pends that vSError on the accessing vCPU 
 access has retired (and `delay_instructions` more have run); the guest then takes it when
 PSTATE.A is clear, or an ESB defers it.
 
-Reads return all ones, as a failed bus read commonly does. `signals` counts the SErrors raised.
+A second error response while the first SError is still pending does not replace it: the
+vCPU takes one SError whose syndrome follows the RAS multiple-SError rule
+(SErrorGate.pend_another). Reads return all ones, as a failed bus read commonly does.
+`signals` counts the SErrors raised.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class SErrorSource:
         iss = default_vserror_iss(self.vm) if self.iss is None else self.iss
         # Pended once the access has retired and `delay` more instructions have
         # (sandbox/access_completion.py).
-        vcpu.pause_then(lambda: vcpu.serror.pend(iss), after_instructions=self.delay)
+        vcpu.pause_then(lambda: vcpu.serror.pend_another(iss), after_instructions=self.delay)
 
     def _accessing_vcpu(self) -> "Vcpu | None":
         # Device callbacks run inside the accessing vCPU's run; only one vCPU runs at a time.

@@ -67,7 +67,7 @@ def notify_sea(vcpu: "Vcpu", error: "MemoryError", vector: int) -> None:
 
 
 def notify_sei(vcpu: "Vcpu", error: "MemoryError", vector: int) -> None:
-    vcpu.serror.pend(sei_syndrome(error, vcpu.vm.ras))
+    vcpu.serror.pend_another(sei_syndrome(error, vcpu.vm.ras))
     vcpu.serror.deliver_if_unmasked()
 
 
