@@ -233,3 +233,20 @@ def test_a_restore_point_returns_the_gic_and_a_restored_run_equals_a_fresh_one()
     point.restore()
     assert gic.state() == at_point and not r.vcpu.irq.pending and point.verify()
     assert interrupt(r) == first == interrupt(to_ready())
+
+
+def test_an_interrupted_el0_loop_gets_its_sp_el0_and_pstate_back(tmp_path):
+    # The demonstration with the loop at EL0t: the handler runs at EL1h on SP_EL1, so the
+    # interrupted SP is SP_EL0, banked meanwhile. The correct hook keeps everything there too.
+    text = DEMO.read_text().replace("work:\n", "    ldr x0, =work\n    ldr x1, =el0_stack_top\n    b enter_el0\nwork:\n")
+    text = text.replace("    stp x20, x22, [x9]\n    ldp x29, x30, [sp], #16\n    ret\n", "    stp x20, x22, [x9]\n    svc #0xffff\n")
+    path = tmp_path / "el0.toml"
+    path.write_text(text.replace("no_other_exceptions = true\n", ""))
+    for variant in ("correct", "faulty"):
+        target = Target(path, variant=variant, events=["sdei"])
+        points = sweep_points(target)
+        fast = FastExecutor(target)
+        bad = [p for p in points if not fast.execute(p.plan).ok]
+        assert {p.masking() for p in points} == {"EL0 unmasked", "EL0 masked"}
+        want = [p for p in points if p.masking() == "EL0 unmasked"] if variant == "faulty" else []
+        assert bad == want, [fast.execute(p.plan).summary() for p in bad[:2]]
