@@ -250,3 +250,11 @@ def test_an_interrupted_el0_loop_gets_its_sp_el0_and_pstate_back(tmp_path):
         assert {p.masking() for p in points} == {"EL0 unmasked", "EL0 masked"}
         want = [p for p in points if p.masking() == "EL0 unmasked"] if variant == "faulty" else []
         assert bad == want, [fast.execute(p.plan).summary() for p in bad[:2]]
+
+
+def test_a_campaign_with_nothing_to_inject_is_an_error_not_a_traceback(tmp_path, capsys):
+    # syscall-serror.toml exposes no SDEI event: sdei applies nowhere in its window.
+    status = main(["fuzz", str(ROOT / "syscall-serror.toml"), "--variant", "vectors", "--events", "sdei",
+                   "--seed", "1", "--iterations", "10", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and "no event kind of sdei applies" in err and "Traceback" not in err
