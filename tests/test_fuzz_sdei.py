@@ -258,3 +258,12 @@ def test_a_campaign_with_nothing_to_inject_is_an_error_not_a_traceback(tmp_path,
                    "--seed", "1", "--iterations", "10", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert status == 2 and "no event kind of sdei applies" in err and "Traceback" not in err
+
+
+def test_may_change_declares_what_an_sdei_handler_may_change(tmp_path):
+    path = tmp_path / "may.toml"
+    path.write_text(DEMO.read_text().replace('events = ["sdei"]\n', 'events = ["sdei"]\nmay_change = ["x23"]\n'))
+    target = Target(path, variant="faulty", events=["sdei"])
+    fast = FastExecutor(target)
+    broken = {v.invariant for p in sweep_points(target) for v in fast.execute(p.plan).violations}
+    assert broken == {"sums"}  # x23 may change; the loop's sum it feeds is still checked
