@@ -145,7 +145,14 @@ class RestorePoint:
             _restore_device(device, state)
         self.sdei.restore()
         if self.gic is not None:
-            self.gic[0].restore(self.gic[1])
+            gic = self.gic[0]
+            gic.restore(self.gic[1])
+            for v, cpu in zip(vm.vcpus, gic.cpus):
+                if v.irq is not None:
+                    # Drive the lines again from the GIC's state: after a run that ended with
+                    # a line asserted, restoring the CPU context alone left the vCPU taking
+                    # IRQs the GIC no longer had (measured: a storm at +0x280, IAR spurious).
+                    v.irq.set_lines(*cpu.signalled)
         if vm.poisoned.ranges != self.poisoned:
             before = vm.poisoned.pages()
             vm.poisoned.ranges = list(self.poisoned)
