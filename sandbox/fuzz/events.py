@@ -6,6 +6,7 @@ line and in `[fuzz] events`.
              is poisoned, the access exits with KVM_EXIT_ARM_SEA, the host repairs the page
              and injects the external data abort (KVM_SET_VCPU_EVENTS ext_dabt_pending)
     sdei     KVM_SDEI_CMD_INJECT_EVENT of an event the scenario exposes (sdei_kind.py)
+    irq      a pulse on an edge-triggered interrupt the scenario's GIC delivers (irq_kind.py)
 
 An injection is expressed as scenario steps (`when = { instructions = N }` and the actions
 the host performs), so a finding replays as an ordinary scenario file and every execution
@@ -160,4 +161,4 @@ register_event_kind(EventKind(
     steps=_sea_steps, bind=_sea_bind, needs_caps=("ARM_SEA_TO_USER",), bound=True, essential=("address",)))
 
 
-from . import sdei_kind  # noqa: E402,F401  (registers "sdei"; it imports this module)
+from . import irq_kind, sdei_kind  # noqa: E402,F401  (register "irq", "sdei"; they import this module)
