@@ -2,11 +2,12 @@
 with a GIC): the sweep finds the handler action that clobbers x9 and writes a reproducer that
 replays alone, the correct action is clean, masked pulses wait for the unmask; the fast path
 agrees with the general one, also after a run that ends with an interrupt still latched; a
-lost edge is flagged."""
+lost edge and an IRQ entered while PSTATE.I masks it are flagged."""
 
 import json
 from pathlib import Path
 
+from sandbox.arch.exception import ExceptionKind
 from sandbox.cli import main
 from sandbox.fuzz.fastpath import FastExecutor, agree
 from sandbox.fuzz.general import run_general
@@ -69,3 +70,15 @@ def test_an_edge_that_vanishes_is_flagged_as_lost():
     outcome = run_general(CORRECT, masked.plan, run=run, result=run.execute())
     assert [v.invariant for v in outcome.violations] == ["irq-delivery"], outcome.summary()
     assert "1 lost" in outcome.violations[0].message
+
+
+def test_an_irq_entered_while_pstate_i_masks_it_is_flagged():
+    # A faulty host enters the IRQ vector itself in the guest's masked stretch.
+    masked = next(p for p in sweep_points(CORRECT) if p.kind == "irq" and p.masking() == "EL1h masked")
+    run = CORRECT.run_for(Plan(()), raw_extra=[{"when": {"instructions": masked.boundary.count}}])
+    assert run.execute(until_step=len(run.spec.steps)) is None
+    vcpu = run.vm.vcpus[0]
+    vcpu.take_exception(ExceptionKind.IRQ, None, vcpu.reg("pc"))
+    outcome = run_general(CORRECT, Plan(()), run=run, result=run.execute())
+    assert any(v.invariant == "delivery" and "IRQ taken while PSTATE masks it" in v.message
+               for v in outcome.violations), outcome.summary()

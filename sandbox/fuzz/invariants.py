@@ -5,7 +5,8 @@ Built in (a registry: `register_invariant` adds more, a scenario adds end-state 
 
     delivery        every pended SError is taken exactly once, deferred by an ESB, or still
                     pending at the end, and never taken while PSTATE.A masks it; every
-                    injected external abort is taken at once
+                    injected external abort is taken at once; no IRQ/FIQ while PSTATE.I/F
+                    masks it
     records         what the guest's vectors recorded (vector, ESR, FAR, ELR, SPSR) is what
                     the model delivered (firmware/vectors.S ring, when the firmware has one)
     context         when a handler returns, the interrupted context is back: ELR and SPSR of
@@ -13,8 +14,8 @@ Built in (a registry: `register_invariant` adds more, a scenario adds end-state 
                     `[fuzz] may_change` lists); no illegal exception return
     sdei-delivery   SDEI instances dispatched once (or discarded, or pending), never while
     sdei-context    masked; COMPLETE restores the interrupted context (sdei_invariants.py)
-    irq-delivery    pulsed interrupts acknowledged once or still pending, never taken while
-                    PSTATE.I/F masks them (irq_invariants.py)
+    irq-delivery    interrupts the host pulsed acknowledged once or still pending
+                    (irq_invariants.py)
     no-storm        no exception storm
     no-host-error   no host exception (sandbox callback, Unicorn error, refused host call)
     finishes        the run ends within the instruction budget
@@ -53,7 +54,8 @@ _IDS_SPX = tuple(_X_IDS + [A.UC_ARM64_REG_SP])
 
 _CONTEXT_NAMES = GP_NAMES + ("sp",)
 _FORKING: list[Any] = []
-_ASYNC_INTERRUPTS = (ExceptionKind.IRQ, ExceptionKind.FIQ)  # Checker(_extra=_FORKING): fork() fills in the registered invariants
+_ASYNC_INTERRUPTS = (ExceptionKind.IRQ, ExceptionKind.FIQ)
+_INTERRUPT_MASK = {ExceptionKind.IRQ: ps.I, ExceptionKind.FIQ: ps.F}  # Checker(_extra=_FORKING): fork() fills in the registered invariants
 HOST_FAILURES = {InternalErrorSuberror.HOST_ERROR, InternalErrorSuberror.EMULATION}
 
 
@@ -216,6 +218,9 @@ class Checker:
             elif _masked_serror(e.spsr):
                 self.flag("delivery", f"SError taken while PSTATE.A masks it: SPSR {e.spsr:#x}", e.elr)
             self._pending[cpu] = False
+        elif injected and e.spsr & _INTERRUPT_MASK[e.kind] and ps.el(e.spsr) <= 1:
+            # Arm ARM D1.16.1: a virtual IRQ (FIQ) is masked by PSTATE.I (F) at EL0/EL1.
+            self.flag("delivery", f"{e.kind.name} taken while PSTATE masks it: SPSR {e.spsr:#x}", e.elr)
         if self._abort_injected.pop(cpu, False):
             injected = True
             esr = e.esr or 0
