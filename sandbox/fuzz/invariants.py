@@ -53,9 +53,9 @@ _IDS_SPX = tuple(_X_IDS + [A.UC_ARM64_REG_SP])
 
 
 _CONTEXT_NAMES = GP_NAMES + ("sp",)
-_FORKING: list[Any] = []
+_FORKING: list[Any] = []  # Checker(_extra=_FORKING): fork() fills in the registered invariants
 _ASYNC_INTERRUPTS = (ExceptionKind.IRQ, ExceptionKind.FIQ)
-_INTERRUPT_MASK = {ExceptionKind.IRQ: ps.I, ExceptionKind.FIQ: ps.F}  # Checker(_extra=_FORKING): fork() fills in the registered invariants
+_INTERRUPT_MASK = {ExceptionKind.IRQ: ps.I, ExceptionKind.FIQ: ps.F}
 HOST_FAILURES = {InternalErrorSuberror.HOST_ERROR, InternalErrorSuberror.EMULATION}
 
 
@@ -145,24 +145,34 @@ class Checker:
     _frames: dict[int, list[_Frame]] = field(default_factory=dict)
     _pending: dict[int, bool] = field(default_factory=dict)
     _abort_injected: dict[int, bool] = field(default_factory=dict)
-    _extra: list[Any] = field(default_factory=list)
+    _extra: list[Any] = field(default_factory=list)  # the registered invariants' objects (None: not made yet)
     finished: bool = False
     records: dict[int, list[Any]] = field(default_factory=dict)  # the guest's records read at the end, per CPU
+    _specs: list["InvariantSpec"] = field(default_factory=list)  # the registered ones with a factory
     _routes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # kind -> indices into _extra
     _unrouted: tuple[int, ...] = ()  # for a kind not in KINDS
 
     def __post_init__(self) -> None:
         if self._extra is not _FORKING:
-            self._extra = [spec.factory(self) for spec in INVARIANTS.values() if spec.factory is not None]
+            self._specs = [spec for spec in INVARIANTS.values() if spec.factory is not None]
+            # One with `watches` is made at the first event it watches: a run without one
+            # (every SError run for the SDEI and IRQ invariants) forks and finishes nothing.
+            self._extra = [None if spec.watches is not None else spec.factory(self) for spec in self._specs]
             self._route()
 
     def _route(self) -> None:
-        """Which registered invariant hears which event kind: those with `WATCHES` (a set of
-        kinds) only those, the others every event (every event goes through here; forks
-        share the table: their invariants are of the same kinds, in the same order)."""
-        self._routes = {kind: tuple(i for i, x in enumerate(self._extra) if kind in getattr(x, "WATCHES", (kind,)))
+        """Which registered invariant hears which event kind: those with `watches` only those,
+        the others every event (every event goes through here; forks share the table: their
+        invariants are the same, in the same order)."""
+        self._routes = {kind: tuple(i for i, s in enumerate(self._specs) if s.watches is None or kind in s.watches)
                         for kind in KINDS}
-        self._unrouted = tuple(i for i, x in enumerate(self._extra) if not hasattr(x, "WATCHES"))
+        self._unrouted = tuple(i for i, s in enumerate(self._specs) if s.watches is None)
+
+    def _made(self, i: int) -> Any:
+        x = self._extra[i]
+        if x is None:
+            x = self._extra[i] = self._specs[i].factory(self)  # type: ignore[misc]
+        return x
 
     def fork(self) -> "Checker":
         """A checker that has seen what this one has seen, for a run continuing from here
@@ -171,15 +181,19 @@ class Checker:
                     {k: list(v) for k, v in self._frames.items()}, dict(self._pending), dict(self._abort_injected),
                     _FORKING)
         # A registered invariant that keeps state across events forks it with `fork(checker)`.
-        c._extra = [x.fork(c) if hasattr(x, "fork") else x for x in self._extra]
-        c._routes, c._unrouted = self._routes, self._unrouted
+        c._extra = [None if x is None else x.fork(c) if hasattr(x, "fork") else x for x in self._extra]
+        c._specs, c._routes, c._unrouted = self._specs, self._routes, self._unrouted
         return c
 
     def attach(self, vm: "Vm") -> None:
+        """Watch `vm`: the run's first, or one a snapshot restore brought (then every registered
+        invariant is made, and one with `attach(vm)` starts again from the new Vm's state)."""
+        again = self.vm is not None and self.vm is not vm
         self.vm = vm
         vm.observers.append(self)
-        for extra in self._extra:  # a registered invariant may start again from a new Vm's state
-            if hasattr(extra, "attach"):
+        for i in range(len(self._extra)):
+            extra = self._made(i) if again else self._extra[i]
+            if extra is not None and hasattr(extra, "attach"):
                 extra.attach(vm)
 
     def flag(self, invariant: str, message: str, pc: int | None = None) -> None:
@@ -200,7 +214,10 @@ class Checker:
         elif kind == "inject" and (event.data.get("dabt") or event.data.get("iabt")):
             self._abort_injected[event.vcpu] = True
         for i in self._routes.get(kind, self._unrouted):
-            self._extra[i].on_event(event)
+            extra = self._extra[i]
+            if extra is None:
+                extra = self._made(i)
+            extra.on_event(event)
 
     def _context(self, index: int, spsr: int) -> tuple[int, ...]:
         assert self.vm is not None
@@ -293,6 +310,8 @@ class Checker:
             if problem is not None:
                 self.flag(check.name, problem)
         for extra in self._extra:
+            if extra is None:
+                continue  # made at its first event: there was none
             for v in extra.finish(end):
                 self.violations.append(v)
         return self.violations
@@ -365,13 +384,14 @@ class InvariantSpec:
     """An invariant. The built-in ones are checked by `Checker` itself (factory None);
     another part of the sandbox adds one with a factory: `factory(checker)` returns an
     object with `on_event(event)` and `finish(end) -> list[Violation]` (see Checker.flag),
-    `WATCHES` (the event kinds it needs: the others are not passed to it),
     and `fork(checker)` if it keeps state (the fast path forks checkers at its restore point),
-    `attach(vm)` if that state must follow a new Vm (a snapshot restore)."""
+    `attach(vm)` if that state must follow a new Vm (a snapshot restore). With `watches` (event
+    kinds) it hears only those, and is made at the first one."""
 
     name: str
     summary: str
     factory: Callable[[Checker], Any] | None = None
+    watches: frozenset[str] | None = None
 
 
 INVARIANTS: dict[str, InvariantSpec] = {}

@@ -65,4 +65,4 @@ class IrqDelivery:
 
 register_invariant(InvariantSpec(
     DELIVERY, "every interrupt edge the host latched is acknowledged once or still pending",
-    lambda checker: IrqDelivery(checker)))
+    IrqDelivery, IrqDelivery.WATCHES))

@@ -201,7 +201,7 @@ class SdeiDelivery:
 
 register_invariant(InvariantSpec(
     DELIVERY, "every SDEI instance made pending is dispatched once, discarded or still pending; never while "
-              "masked, disabled, or into a handler it may not preempt", lambda checker: SdeiDelivery(checker)))
+              "masked, disabled, or into a handler it may not preempt", SdeiDelivery, SdeiDelivery.WATCHES))
 register_invariant(InvariantSpec(
     CONTEXT, "SDEI COMPLETE restores the interrupted context (x0-x30, SP, PC, PSTATE)",
-    lambda checker: SdeiContext(checker)))
+    SdeiContext, SdeiContext.WATCHES))
