@@ -7,6 +7,9 @@ lost edge and an IRQ entered while PSTATE.I masks it are flagged."""
 import json
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from sandbox.arch.exception import ExceptionKind
 from sandbox.cli import main
 from sandbox.fuzz.fastpath import FastExecutor, agree
@@ -82,3 +85,16 @@ def test_an_irq_entered_while_pstate_i_masks_it_is_flagged():
     outcome = run_general(CORRECT, Plan(()), run=run, result=run.execute())
     assert any(v.invariant == "delivery" and "IRQ taken while PSTATE masks it" in v.message
                for v in outcome.violations), outcome.summary()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_pulses_and_serrors_keep_every_invariant_and_both_paths_agree(data):
+    window = CORRECT.boundaries()
+    start, end = window[0].count, CORRECT.baseline.end
+    kinds = data.draw(st.lists(st.sampled_from(["irq", "serror"]), min_size=1, max_size=3))
+    plan = Plan.of(*(Injection.make(data.draw(st.integers(start, end)), k, {"intid": SPI} if k == "irq" else {})
+                     for k in kinds))
+    fast = FAST.execute(plan)
+    assert fast.ok, (plan.describe(), fast.summary())
+    assert not agree(fast, run_general(CORRECT, plan)), plan.describe()
