@@ -23,9 +23,13 @@ class Event:
 
 
 KINDS = ("exit", "exception", "eret", "inject", "hypercall", "sdei_dispatch", "sdei_complete",
-         "serror_pend", "serror_defer", "ghes", "step")
+         "sdei_pend", "sdei_drop", "irq_pend", "irq_ack", "serror_pend", "serror_defer", "ghes", "step")
 # serror_pend: a virtual SError became pending (data: esr); serror_defer: an ESB deferred it
 # into DISR_EL1 (data: disr); ghes: firmware-first error recorded, queued or acknowledged
-# (sandbox.ras.ghes); step: a scenario step fired (sandbox.scenario).
+# (sandbox.ras.ghes); step: a scenario step fired (sandbox.scenario); sdei_pend / sdei_drop:
+# SDEI instances made pending (injected, signalled, an interrupt, set by the VMM) or
+# discarded (unregistration, release, PE reset, a lowered interrupt) (data: event, where,
+# change, pending); irq_pend / irq_ack: the GIC latched an edge the host raised (a new
+# pending instance) / a CPU interface acknowledged an interrupt (data: intid).
 
 Observer = Callable[[Event], None]

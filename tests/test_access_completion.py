@@ -15,8 +15,8 @@ from sandbox.devices.serror_source import SErrorSource
 
 from conftest import assert_halted, boot
 from guest_lib import machine
-from test_irq_delivery import SETUP, SPI
-from virt_guest import virt_boot
+from test_irq_delivery import SPI
+from virt_guest import SPI_SETUP, virt_boot
 
 DEVICE = 0x0C000000  # unbacked on both machines (guest_lib's doorbell is at 0x0B000000)
 BOUND = 0x4007D0  # the first event sdei_interrupt_bind returns (DEN0054C: bound events)
@@ -116,7 +116,7 @@ def test_a_device_read_that_raises_an_event_is_read_once_and_the_load_gets_that_
 @pytest.mark.parametrize("form", ["plain", "post-index", "pre-index"])
 def test_a_device_raising_a_gic_irq_from_a_write_sees_it_once_and_the_irq_follows_the_store(form):
     insn, before, after, _ = STORES[form]
-    r = virt_boot("guest_main:\n" + SETUP.format(intid=SPI) + f"""
+    r = virt_boot("guest_main:\n" + SPI_SETUP.format(intid=SPI) + f"""
     msr daifclr, #2
     ldr x9, ={before:#x}
     mov x10, #{SPI}

@@ -7,24 +7,9 @@ from sandbox import ExitReason
 from sandbox.firmware import POLICY_STOP
 from sandbox.kvm import InternalErrorSuberror
 
-from virt_guest import virt_boot
+from virt_guest import SPI_SETUP, virt_boot
 
 SPI = 40  # an SPI no device of the machine uses
-
-SETUP = """
-    mov x29, x30
-    ldr x0, =irq_vectors
-    msr vbar_el1, x0
-    isb
-    bl gic_init
-    ldr x0, =0x08000c08      // GICD_ICFGR2 (INTIDs 32-47): INTID 40 edge-triggered
-    mov w1, #(2 << 16)
-    str w1, [x0]
-    mov x0, #{intid}
-    mov x1, #0xa0
-    bl gic_enable
-    mov x30, x29
-"""
 
 
 def edge_triggered(vm, intid=SPI):
@@ -37,7 +22,7 @@ def edge_triggered(vm, intid=SPI):
 
 def asserted_while_masked(body, intid=SPI, **kw):
     """The host raises `intid` before the guest runs; guest_main sets up the GIC, then `body`."""
-    r = virt_boot("guest_main:\n" + SETUP.format(intid=intid) + body, run=False, **kw)
+    r = virt_boot("guest_main:\n" + SPI_SETUP.format(intid=intid) + body, run=False, **kw)
     edge_triggered(r.vm)
     r.vm.raise_interrupt(intid)
     r.run()
@@ -143,7 +128,7 @@ after:
 
 
 def test_an_interrupt_the_guest_pends_itself_is_taken_right_after_the_store():
-    r = virt_boot("guest_main:\n" + SETUP.format(intid=SPI) + """
+    r = virt_boot("guest_main:\n" + SPI_SETUP.format(intid=SPI) + """
     msr daifclr, #2
     ldr x0, =0x08000204      // GICD_ISPENDR1: INTID 32..63
     mov w1, #(1 << (40 - 32))
@@ -160,7 +145,7 @@ after:
 
 
 def test_sgi_to_self_reports_the_source_cpu_and_is_handled_once():
-    r = virt_boot("guest_main:\n" + SETUP.format(intid=3) + """
+    r = virt_boot("guest_main:\n" + SPI_SETUP.format(intid=3) + """
     msr daifclr, #2
     ldr x0, =0x08000f00      // GICD_SGIR
     ldr w1, =0x02000003      // TargetListFilter = this CPU, SGI 3
@@ -198,7 +183,7 @@ def test_a_level_interrupt_follows_its_line_an_edge_one_latches():
     level.vm.lower_interrupt(SPI)  # a pulse: gone before the guest looks
     assert level.run().reason is ExitReason.SYSTEM_EVENT
     assert level.irqs == []
-    edge = virt_boot("guest_main:\n" + SETUP.format(intid=SPI) + """
+    edge = virt_boot("guest_main:\n" + SPI_SETUP.format(intid=SPI) + """
     msr daifclr, #2
 after:
     nop
@@ -231,7 +216,7 @@ spin:
 
 
 def test_observers_see_each_interrupt_entry():
-    r = virt_boot("guest_main:\n" + SETUP.format(intid=SPI) + """
+    r = virt_boot("guest_main:\n" + SPI_SETUP.format(intid=SPI) + """
     msr daifclr, #2
     nop
     msr daifset, #2
@@ -270,7 +255,7 @@ unmask:
 
 
 def test_a_vector_table_installed_while_an_irq_is_pending_still_gets_it():
-    r = virt_boot("guest_main:\n" + SETUP.format(intid=SPI) + """
+    r = virt_boot("guest_main:\n" + SPI_SETUP.format(intid=SPI) + """
     ldr x0, =exc_policy      // the recording table stops the guest at its first entry
     mov x1, #3
     str x1, [x0]

@@ -406,7 +406,9 @@ def test_observers_see_dispatch_and_completion():
     m.vm.observers.append(lambda e: seen.append(e) if e.kind.startswith("sdei") else None)
     m.vm.sdei.inject_event(v, NORMAL)
     v.run(max_instructions=3000)
-    d, c = seen
+    p, d, c = seen
+    assert (p.kind, p.data["event"], p.data["where"], p.data["change"], p.data["pending"]) == (
+        "sdei_pend", NORMAL, 0, 1, 1)
     spin = m.sym("spin")
     assert (d.kind, d.vcpu, d.data["event"], d.data["interrupted_pc"], d.data["handler"], d.data["arg"]) == (
         "sdei_dispatch", 0, NORMAL, spin, m.sym("sdei_handler"), 0x77)

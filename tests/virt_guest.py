@@ -14,6 +14,23 @@ RAM = 0x40000000
 GICD = 0x08000000
 GICC = 0x08010000
 
+# guest_main's start for one SPI: gic.S's vector table, the GIC on, the SPI edge-triggered
+# (only INTIDs 32-47: GICD_ICFGR2), enabled at priority 0xa0. `.format(intid=N)`.
+SPI_SETUP = """
+    mov x29, x30
+    ldr x0, =irq_vectors
+    msr vbar_el1, x0
+    isb
+    bl gic_init
+    ldr x0, =0x08000c08      // GICD_ICFGR2 (INTIDs 32-47): INTID 40 edge-triggered
+    mov w1, #(2 << 16)
+    str w1, [x0]
+    mov x0, #{intid}
+    mov x1, #0xa0
+    bl gic_enable
+    mov x30, x29
+"""
+
 
 @dataclass(frozen=True)
 class IrqRecord:

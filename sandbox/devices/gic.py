@@ -143,8 +143,10 @@ class GicV2:
             bank = self.cpu_of(mpidr).banked if intid < 32 else self.spi
             if intid not in bank.level:
                 bank.level.add(intid)
-                if intid in bank.edge:
+                if intid in bank.edge and intid not in bank.latched:
                     bank.latched.add(intid)  # rising edge
+                    if self.vm.observers:  # an instance made pending (sandbox.fuzz.irq_invariants)
+                        self._notify("irq_pend", self.cpu_of(mpidr).index if intid < 32 else 0, intid)
         self.update()
 
     def lower(self, intid: int, mpidr: int | None = None) -> None:
@@ -256,7 +258,13 @@ class GicV2:
         bank.active.add(intid)
         cpu.active_priorities.append((intid, source, self.group_priority(cpu, self.priority(cpu, intid), group1)))
         self.update()
+        if self.vm.observers:
+            self._notify("irq_ack", cpu.index, intid)
         return intid | (source << 10)
+
+    def _notify(self, kind: str, index: int, intid: int) -> None:
+        vcpu = self.vm.vcpus[index]
+        self.vm.notify(kind, vcpu, vcpu.reg("pc"), intid=intid)
 
     def end_of_interrupt(self, cpu: CpuInterface, value: int) -> None:
         """GICC_EOIR: priority drop of the interrupt, and its deactivation unless EOImode

@@ -5,8 +5,9 @@ campaigns, invariants, and the machinery that makes an execution cheap.
     result = sweep(Target("scenarios/fuzz/syscall-serror.toml", variant="unmask-early"))
     for row in result.violating: print(row.point.boundary.count, row.outcome.brief())
 
-One module per job: `events` (what can be injected: a registry), `invariants` (what must
-hold: a registry; the checker on the observer stream), `section` (the scenario file's
+One module per job: `events` (what can be injected: a registry; `sdei_kind` and `irq_kind`
+add the SDEI and IRQ kinds), `invariants` (what must hold: a registry; the checker on the
+observer stream; `sdei_invariants` and `irq_invariants` add theirs), `section` (the scenario file's
 `[fuzz]` table), `target` (baseline and window), `plan` (injections as data), `general` and
 `fastpath` (the two execution paths; `fastregs` and `restore_point` make the fast one
 fast), `sweep`, `generate` + `campaign` (sandbox fuzz), `minimise`, `reproducer`,

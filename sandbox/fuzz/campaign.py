@@ -95,6 +95,9 @@ class Campaign:
         self.seed = seed
         self.pool = pool
         self.generator = PlanGenerator(target.boundaries(), target.kinds)
+        if not self.generator.kinds:
+            raise CampaignError(f"{target.path}: no event kind of {', '.join(target.config.events)} applies at any "
+                                "boundary of the window (nothing to inject)")
         identity = {"scenario": str(target.path), "variant": target.variant.name, "seed": seed,
                     "events": list(target.config.events), "round_size": ROUND,
                     "budget": target.baseline.budget, "window": [target.boundaries()[0].count,

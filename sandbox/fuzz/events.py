@@ -5,6 +5,8 @@ line and in `[fuzz] events`.
     sea      the access of the instruction at the boundary consumes a memory error: the page
              is poisoned, the access exits with KVM_EXIT_ARM_SEA, the host repairs the page
              and injects the external data abort (KVM_SET_VCPU_EVENTS ext_dabt_pending)
+    sdei     KVM_SDEI_CMD_INJECT_EVENT of an event the scenario exposes (sdei_kind.py)
+    irq      a pulse on an edge-triggered interrupt the scenario's GIC delivers (irq_kind.py)
 
 An injection is expressed as scenario steps (`when = { instructions = N }` and the actions
 the host performs), so a finding replays as an ordinary scenario file and every execution
@@ -35,6 +37,11 @@ class Boundary:
     pstate: int
     insn: int | None
     address: int | None = None
+    probes: tuple[tuple[str, Any], ...] = ()  # (kind, what its `probe` saw here): host-side state
+
+    def probe(self, kind: str) -> Any:
+        """What event kind `kind`'s probe read at this boundary (None: no probe ran)."""
+        return next((v for k, v in self.probes if k == kind), None)
 
 
 @dataclass(frozen=True)
@@ -42,13 +49,23 @@ class EventKind:
     name: str
     summary: str
     applies: Callable[[Boundary], bool]  # can it be injected at this boundary?
-    masked: Callable[[int], bool | None]  # masked by this PSTATE (None: cannot be masked)
+    masked: Callable[[Boundary], bool | None]  # would it wait here (None: cannot be masked)?
     random_params: Callable[[random.Random], dict[str, Any]]
     steps: Callable[[int, dict[str, Any]], list[dict[str, Any]]]  # (at, params) -> raw scenario steps
     bind: Callable[[Boundary, dict[str, Any]], dict[str, Any]] = lambda b, p: dict(p)  # add what the
     # boundary decides (the address an access consumes poison at)
     needs_caps: tuple[str, ...] = ()  # KVM_ENABLE_CAP names the machine must enable
     bound: bool = False  # `bind` takes parameters from the boundary's state (an address)
+    essential: tuple[str, ...] = ()  # parameters a minimisation keeps (what is injected, not how)
+    # The injections a sweep makes at a boundary, each with the boundary as it leaves it (a
+    # kind whose host can change the masking state tries each state). None: one, bind(b, {}).
+    sweep: Callable[[Boundary], list[tuple[Boundary, dict[str, Any]]]] | None = None
+    # Host-side state the kind needs at each boundary (the SDEI PE mask): probe(vcpu) returns
+    # a hashable value, kept in Boundary.probes. None: the PSTATE and the instruction suffice.
+    probe: Callable[[Any], Any] | None = None
+    # The kind as one target uses it (the SDEI events that scenario exposes): for_target(target)
+    # returns an EventKind of the same name. None: the same for every target.
+    for_target: Callable[[Any], "EventKind"] | None = None
 
     def describe(self, params: dict[str, Any]) -> str:
         if not params:
@@ -91,9 +108,9 @@ def _serror_steps(at: int, params: dict[str, Any]) -> list[dict[str, Any]]:
              "do": [{"set_events": events}]}]
 
 
-def _a_masked(pstate: int) -> bool | None:
+def _a_masked(b: Boundary) -> bool | None:
     # A virtual SError is masked by PSTATE.A at EL0/EL1 (HCR_EL2.AMO=1, TGE=0).
-    return bool(pstate & ps.A) and ps.el(pstate) <= 1
+    return bool(b.pstate & ps.A) and ps.el(b.pstate) <= 1
 
 
 register_event_kind(EventKind(
@@ -140,5 +157,8 @@ def _sea_random(rng: random.Random) -> dict[str, Any]:
 
 register_event_kind(EventKind(
     "sea", "the access at the boundary consumes poison: KVM_EXIT_ARM_SEA, the host injects the SEA",
-    applies=_sea_applies, masked=lambda pstate: None, random_params=_sea_random,
-    steps=_sea_steps, bind=_sea_bind, needs_caps=("ARM_SEA_TO_USER",), bound=True))
+    applies=_sea_applies, masked=lambda b: None, random_params=_sea_random,
+    steps=_sea_steps, bind=_sea_bind, needs_caps=("ARM_SEA_TO_USER",), bound=True, essential=("address",)))
+
+
+from . import irq_kind, sdei_kind  # noqa: E402,F401  (register "irq", "sdei"; they import this module)

@@ -31,7 +31,7 @@ class PlanGenerator:
             groups: dict[object, list[Boundary]] = defaultdict(list)
             for b in boundaries:
                 if kind.applies(b):
-                    groups[(kind.masked(b.pstate), b.pstate & 0xF)].append(b)
+                    groups[(kind.masked(b), b.pstate & 0xF)].append(b)
             if groups:
                 self.groups[kind.name] = dict(sorted(groups.items(), key=lambda kv: str(kv[0])))
         self.kinds = {k.name: k for k in kinds if k.name in self.groups}

@@ -5,12 +5,17 @@ Built in (a registry: `register_invariant` adds more, a scenario adds end-state 
 
     delivery        every pended SError is taken exactly once, deferred by an ESB, or still
                     pending at the end, and never taken while PSTATE.A masks it; every
-                    injected external abort is taken at once
+                    injected external abort is taken at once; no IRQ/FIQ while PSTATE.I/F
+                    masks it
     records         what the guest's vectors recorded (vector, ESR, FAR, ELR, SPSR) is what
                     the model delivered (firmware/vectors.S ring, when the firmware has one)
     context         when a handler returns, the interrupted context is back: ELR and SPSR of
-                    every exception, and x0-x30 and SP for injected events (minus what
+                    every exception, and x0-x30 and SP for injected events and IRQ/FIQ (minus what
                     `[fuzz] may_change` lists); no illegal exception return
+    sdei-delivery   SDEI instances dispatched once (or discarded, or pending), never while
+    sdei-context    masked; COMPLETE restores the interrupted context (sdei_invariants.py)
+    irq-delivery    interrupts the host pulsed acknowledged once or still pending
+                    (irq_invariants.py)
     no-storm        no exception storm
     no-host-error   no host exception (sandbox callback, Unicorn error, refused host call)
     finishes        the run ends within the instruction budget
@@ -34,7 +39,7 @@ from ..arch.exception import ExceptionKind
 from ..exits import Exit
 from ..firmware import exception_records
 from ..kvm import ExitReason, InternalErrorSuberror
-from ..observe import Event
+from ..observe import KINDS, Event
 
 if TYPE_CHECKING:
     from ..vm import Vm
@@ -48,6 +53,9 @@ _IDS_SPX = tuple(_X_IDS + [A.UC_ARM64_REG_SP])
 
 
 _CONTEXT_NAMES = GP_NAMES + ("sp",)
+_FORKING: list[Any] = []  # Checker(_extra=_FORKING): fork() fills in the registered invariants
+_ASYNC_INTERRUPTS = (ExceptionKind.IRQ, ExceptionKind.FIQ)
+_INTERRUPT_MASK = {ExceptionKind.IRQ: ps.I, ExceptionKind.FIQ: ps.F}
 HOST_FAILURES = {InternalErrorSuberror.HOST_ERROR, InternalErrorSuberror.EMULATION}
 
 
@@ -97,6 +105,7 @@ class CheckConfig:
     may_change: frozenset[str] = frozenset()  # register names, "sp", "elr", "spsr"
     ring: int | None = None  # address of firmware/vectors.S's exc_ring, when present
     end_checks: tuple["EndCheck", ...] = ()
+    table: int | None = None  # address of its vector table, exc_vectors
 
 
 @dataclass(frozen=True)
@@ -136,25 +145,56 @@ class Checker:
     _frames: dict[int, list[_Frame]] = field(default_factory=dict)
     _pending: dict[int, bool] = field(default_factory=dict)
     _abort_injected: dict[int, bool] = field(default_factory=dict)
-    _extra: list[Any] = field(default_factory=list)
+    _extra: list[Any] = field(default_factory=list)  # the registered invariants' objects (None: not made yet)
     finished: bool = False
     records: dict[int, list[Any]] = field(default_factory=dict)  # the guest's records read at the end, per CPU
+    _specs: list["InvariantSpec"] = field(default_factory=list)  # the registered ones with a factory
+    _routes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # kind -> indices into _extra
+    _unrouted: tuple[int, ...] = ()  # for a kind not in KINDS
 
     def __post_init__(self) -> None:
-        self._extra = [spec.factory(self) for spec in INVARIANTS.values() if spec.factory is not None]
+        if self._extra is not _FORKING:
+            self._specs = [spec for spec in INVARIANTS.values() if spec.factory is not None]
+            # One with `watches` is made at the first event it watches: a run without one
+            # (every SError run for the SDEI and IRQ invariants) forks and finishes nothing.
+            self._extra = [None if spec.watches is not None else spec.factory(self) for spec in self._specs]
+            self._route()
+
+    def _route(self) -> None:
+        """Which registered invariant hears which event kind: those with `watches` only those,
+        the others every event (every event goes through here; forks share the table: their
+        invariants are the same, in the same order)."""
+        self._routes = {kind: tuple(i for i, s in enumerate(self._specs) if s.watches is None or kind in s.watches)
+                        for kind in KINDS}
+        self._unrouted = tuple(i for i, s in enumerate(self._specs) if s.watches is None)
+
+    def _made(self, i: int) -> Any:
+        x = self._extra[i]
+        if x is None:
+            x = self._extra[i] = self._specs[i].factory(self)  # type: ignore[misc]
+        return x
 
     def fork(self) -> "Checker":
         """A checker that has seen what this one has seen, for a run continuing from here
         (the fast path forks the one that watched the scenario up to its restore point)."""
         c = Checker(self.config, self.vm, list(self.violations), list(self.entries),
-                    {k: list(v) for k, v in self._frames.items()}, dict(self._pending), dict(self._abort_injected))
+                    {k: list(v) for k, v in self._frames.items()}, dict(self._pending), dict(self._abort_injected),
+                    _FORKING)
         # A registered invariant that keeps state across events forks it with `fork(checker)`.
-        c._extra = [x.fork(c) if hasattr(x, "fork") else x for x in self._extra]
+        c._extra = [None if x is None else x.fork(c) if hasattr(x, "fork") else x for x in self._extra]
+        c._specs, c._routes, c._unrouted = self._specs, self._routes, self._unrouted
         return c
 
     def attach(self, vm: "Vm") -> None:
+        """Watch `vm`: the run's first, or one a snapshot restore brought (then every registered
+        invariant is made, and one with `attach(vm)` starts again from the new Vm's state)."""
+        again = self.vm is not None and self.vm is not vm
         self.vm = vm
         vm.observers.append(self)
+        for i in range(len(self._extra)):
+            extra = self._made(i) if again else self._extra[i]
+            if extra is not None and hasattr(extra, "attach"):
+                extra.attach(vm)
 
     def flag(self, invariant: str, message: str, pc: int | None = None) -> None:
         self.violations.append(Violation(invariant, message, pc))
@@ -173,7 +213,10 @@ class Checker:
             self._pending[event.vcpu] = False
         elif kind == "inject" and (event.data.get("dabt") or event.data.get("iabt")):
             self._abort_injected[event.vcpu] = True
-        for extra in self._extra:
+        for i in self._routes.get(kind, self._unrouted):
+            extra = self._extra[i]
+            if extra is None:
+                extra = self._made(i)
             extra.on_event(event)
 
     def _context(self, index: int, spsr: int) -> tuple[int, ...]:
@@ -184,7 +227,7 @@ class Checker:
         e = event.data["entry"]
         cpu = event.vcpu
         self.entries.append((cpu, e))
-        injected = False
+        injected = e.kind in _ASYNC_INTERRUPTS  # an IRQ/FIQ handler gives x0-x30 and SP back too
         if e.kind is ExceptionKind.SERROR:
             injected = True
             if not self._pending.get(cpu):
@@ -192,6 +235,9 @@ class Checker:
             elif _masked_serror(e.spsr):
                 self.flag("delivery", f"SError taken while PSTATE.A masks it: SPSR {e.spsr:#x}", e.elr)
             self._pending[cpu] = False
+        elif injected and e.spsr & _INTERRUPT_MASK[e.kind] and ps.el(e.spsr) <= 1:
+            # Arm ARM D1.16.1: a virtual IRQ (FIQ) is masked by PSTATE.I (F) at EL0/EL1.
+            self.flag("delivery", f"{e.kind.name} taken while PSTATE masks it: SPSR {e.spsr:#x}", e.elr)
         if self._abort_injected.pop(cpu, False):
             injected = True
             esr = e.esr or 0
@@ -264,15 +310,23 @@ class Checker:
             if problem is not None:
                 self.flag(check.name, problem)
         for extra in self._extra:
+            if extra is None:
+                continue  # made at its first event: there was none
             for v in extra.finish(end):
                 self.violations.append(v)
         return self.violations
+
+    def _through_table(self, e: Any) -> bool:
+        table = self.config.table
+        return table is None or table <= e.pc < table + VECTOR_TABLE_SIZE
 
     def _check_records(self) -> None:
         assert self.vm is not None and self.config.ring is not None
         for v in self.vm.vcpus:
             cpu = v.mpidr & 0xFF
-            model = [e for i, e in self.entries if self.vm.vcpus[i].mpidr & 0xFF == cpu]
+            # An IRQ/FIQ taken through another table (gic.S's irq_vectors) is not in the ring.
+            model = [e for i, e in self.entries if self.vm.vcpus[i].mpidr & 0xFF == cpu
+                     and (e.kind not in _ASYNC_INTERRUPTS or self._through_table(e))]
             records = self.records[cpu] = exception_records(self.vm, self.config.ring, cpu)
             model = model[len(model) - len(records):] if len(records) < len(model) else model
             unmatched = list(records)
@@ -293,6 +347,9 @@ class Checker:
                 more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
                 self.flag("records", f"the guest recorded +{r.vector:#05x} ESR {r.esr:#010x} ELR {r.elr:#x} "
                                      f"SPSR {r.spsr:#x}, which the model did not deliver{more}", r.elr)
+
+
+VECTOR_TABLE_SIZE = 0x800  # 16 entries of 0x80 bytes (Arm ARM D1.10.2)
 
 
 def _handler(e: Any) -> str:
@@ -327,11 +384,14 @@ class InvariantSpec:
     """An invariant. The built-in ones are checked by `Checker` itself (factory None);
     another part of the sandbox adds one with a factory: `factory(checker)` returns an
     object with `on_event(event)` and `finish(end) -> list[Violation]` (see Checker.flag),
-    and `fork(checker)` if it keeps state (the fast path forks checkers at its restore point)."""
+    and `fork(checker)` if it keeps state (the fast path forks checkers at its restore point),
+    `attach(vm)` if that state must follow a new Vm (a snapshot restore). With `watches` (event
+    kinds) it hears only those, and is made at the first one."""
 
     name: str
     summary: str
     factory: Callable[[Checker], Any] | None = None
+    watches: frozenset[str] | None = None
 
 
 INVARIANTS: dict[str, InvariantSpec] = {}
@@ -352,3 +412,6 @@ for _spec in (
     InvariantSpec("finishes", "the run ends within its instruction budget"),
 ):
     register_invariant(_spec)
+
+
+from . import irq_invariants, sdei_invariants  # noqa: E402,F401  (register irq-delivery, sdei-*; import this module)

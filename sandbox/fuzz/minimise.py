@@ -2,7 +2,8 @@
 
 Greedy, in a fixed order (so the same finding shrinks the same way): drop injections one at
 a time, then reset each remaining injection's parameters to the kind's defaults (KVM's own
-SError syndrome, no extra abort ISS), then move each injection to the earliest boundary of
+SError syndrome, no extra abort ISS, one SDEI instance; the kind's `essential` ones stay),
+then move each injection to the earliest boundary of
 the window that still breaks the same invariant (fewer instructions to read). A candidate
 is kept when its run still violates at least one of the invariants the original broke.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .events import EVENT_KINDS
 from .outcome import Outcome
 from .plan import Injection, Plan
 
@@ -39,7 +41,8 @@ def minimise(plan: Plan, outcome: Outcome, execute: Callable[[Plan], Outcome],
             best, best_outcome = candidate, o
         i -= 1
     for i, inj in enumerate(best.injections):
-        keep = {k: v for k, v in inj.params if k == "address"}  # bound to the boundary, not a choice
+        essential = EVENT_KINDS[inj.kind].essential  # the address poison sits at, the SDEI event
+        keep = {k: v for k, v in inj.params if k in essential}
         if dict(inj.params) != keep and tries < MAX_TRIES:
             candidate = Plan(best.injections[:i] + (Injection.make(inj.at, inj.kind, keep),) + best.injections[i + 1:])
             o = still(candidate)

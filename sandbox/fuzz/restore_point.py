@@ -9,7 +9,10 @@ translations (~90 us, research note of issue 7). A `RestorePoint` keeps instead:
   yet known (the gaps), so that each page costs one hook call the first time it is written
   in the whole campaign and a 4 KiB copy per restore afterwards;
 - the host-side state the Python model keeps next to Unicorn (pending SError, DISR_EL1,
-  instruction count, abort site, devices, poisoned ranges).
+  instruction count, abort site, devices, poisoned ranges), the SDEI dispatcher's (events,
+  handlers, pending instances, each PE's mask and running handlers: `SdeiPoint`) and the
+  GIC's when the machine has one (its own state()/restore(), as a snapshot carries it; its
+  register frames hold nothing else).
 
 Writes that bypass Unicorn's store path (DC ZVA) and host writes to RAM during an execution
 (none of the fuzzer's event kinds does one) are not tracked; `verify()` compares every RAM
@@ -24,6 +27,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_HOOK_MEM_WRITE, Uc
+
+from ..hyp.sdei_events import Handler
+from ..virt import GIC_REGION_NAMES
 
 if TYPE_CHECKING:
     from ..vcpu import Vcpu
@@ -98,6 +104,7 @@ class _VcpuState:
     mmio_pending: Any
     last_exit: Any
     delayed: list[list[Any]]  # pause_then actions waiting for instructions
+    sdei_check: bool
 
 
 class RestorePoint:
@@ -117,9 +124,13 @@ class RestorePoint:
         self.contexts = [v.uc.context_save() for v in vm.vcpus]
         self.vcpus = [_VcpuState(v.instructions, v.serror.pending_iss, v.serror.last_pended_iss,
                                  v.sysregs.disr_el1, dict(v.sysregs.extra), v._abort_site, v._mmio_pending, v.last_exit,
-                                 [list(d) for d in v._delayed])
+                                 [list(d) for d in v._delayed], v.sdei_check)
                       for v in vm.vcpus]
-        self.devices = [(r.device, _device_state(r.device)) for r in vm.memory.mmio]
+        gic = vm.interrupt_controller
+        self.gic = (gic, gic.state()) if gic is not None and hasattr(gic, "state") else None
+        self.devices = [(r.device, _device_state(r.device)) for r in vm.memory.mmio
+                        if self.gic is None or r.name not in GIC_REGION_NAMES]
+        self.sdei = SdeiPoint(vm.hypervisor.sdei)
         self.poisoned = list(vm.poisoned.ranges)
         self.semihosting = vm.semihosting.state() if vm.semihosting is not None else None
         self.digest = ram_digest(vm) if self.verifying else None
@@ -132,6 +143,16 @@ class RestorePoint:
         self.pages.restore()
         for device, state in self.devices:
             _restore_device(device, state)
+        self.sdei.restore()
+        if self.gic is not None:
+            gic = self.gic[0]
+            gic.restore(self.gic[1])
+            for v, cpu in zip(vm.vcpus, gic.cpus):
+                if v.irq is not None:
+                    # Drive the lines again from the GIC's state: after a run that ended with
+                    # a line asserted, restoring the CPU context alone left the vCPU taking
+                    # IRQs the GIC no longer had (measured: a storm at +0x280, IAR spurious).
+                    v.irq.set_lines(*cpu.signalled)
         if vm.poisoned.ranges != self.poisoned:
             before = vm.poisoned.pages()
             vm.poisoned.ranges = list(self.poisoned)
@@ -159,7 +180,51 @@ def _restore_vcpu(v: "Vcpu", s: _VcpuState) -> None:
     v._mmio_pending = s.mmio_pending
     v.last_exit = s.last_exit
     v._delayed = [list(d) for d in s.delayed]
+    v.sdei_check = s.sdei_check
     v._storm_key, v._storm_count = None, 0
+
+
+class SdeiPoint:
+    """The SDEI dispatcher's state at the point, as the Python objects it keeps (copied, not
+    serialised: sdei_migration's JSON is for snapshots and costs more). Restoring compares
+    first and assigns only what differs: a run that left SDEI alone (every SError run of a
+    campaign) costs a few comparisons."""
+
+    def __init__(self, sdei: Any):
+        self.sdei = sdei
+        t = sdei.table
+        self.events = dict(t.events)
+        self.dynamic = [e for e in t.events.values() if e.origin == "dynamic"]
+        self.intids = [e.intid for e in self.dynamic]
+        self.bind_slots = t.bind_slots
+        self.handlers = {k: _handler_fields(h) for k, h in t.handlers.items()}
+        self.pending = dict(t.pending)
+        self.pes = [(pe.masked, list(pe.stack)) for pe in sdei.pes]  # Dispatch records are not changed
+        self.rm_any_last = dict(sdei.rm_any_last)
+
+    def restore(self) -> None:
+        sdei = self.sdei
+        t = sdei.table
+        if t.pending != self.pending:
+            t.pending = dict(self.pending)
+        if (t.handlers or self.handlers) and (len(t.handlers) != len(self.handlers) or any(
+                _handler_fields(h) != self.handlers.get(k) for k, h in t.handlers.items())):
+            t.handlers = {k: Handler(*f) for k, f in self.handlers.items()}
+        for pe, (masked, stack) in zip(sdei.pes, self.pes):
+            if pe.masked is not masked or pe.stack != stack:
+                pe.masked, pe.stack = masked, list(stack)
+        if t.events != self.events or t.bind_slots != self.bind_slots:
+            t.events = dict(self.events)
+            t.bind_slots = self.bind_slots
+        if [e.intid for e in self.dynamic] != self.intids:
+            for e, intid in zip(self.dynamic, self.intids):
+                e.intid = intid
+        if sdei.rm_any_last != self.rm_any_last:
+            sdei.rm_any_last = dict(self.rm_any_last)
+
+
+def _handler_fields(h: Any) -> tuple[Any, ...]:
+    return (h.state, h.ep, h.arg, h.route_mode, h.affinity)
 
 
 def _device_state(device: Any) -> Any:

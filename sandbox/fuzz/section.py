@@ -62,7 +62,8 @@ class FuzzConfig:
         """The checker's configuration with every address resolved for this run's firmware."""
         checks = tuple(EndCheck(c.name, c.register, None if c.address is None else run.resolve(c.address),
                                 c.value, c.width) for c in self.checks)
-        return CheckConfig(self.may_change, run.program.symbols.get("exc_ring"), checks)
+        symbols = run.program.symbols
+        return CheckConfig(self.may_change, symbols.get("exc_ring"), checks, symbols.get("exc_vectors"))
 
 
 def parse_fuzz(n: Node) -> FuzzConfig:

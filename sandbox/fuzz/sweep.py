@@ -2,8 +2,10 @@
 there, one execution each.
 
 Points are the window's boundaries (sandbox.fuzz.target) crossed with the event kinds; the
-masking state of a point is what the guest has there (PSTATE.A for an SError), shown in the
-table. `unique=True` keeps one point per (PC, PSTATE) and kind, for windows that run the
+masking state of a point is what the guest has there (PSTATE.A for an SError, the PE mask
+and running handlers for SDEI; an SDEI point is also tried with the PE masked by the host),
+shown in the table. `unique=True` keeps one point per (PC,
+PSTATE, what the kind's probe saw) and kind, for windows that run the
 same code many times. Executions go through `sandbox.fuzz.workers` (this process, a pool of
 processes or Ray); results come back in point order whatever ran them.
 """
@@ -28,7 +30,7 @@ class SweepPoint:
     plan: Plan
 
     def masking(self) -> str:
-        masked = EVENT_KINDS[self.kind].masked(self.boundary.pstate)
+        masked = EVENT_KINDS[self.kind].masked(self.boundary)
         mode = ps.mode_name(self.boundary.pstate)
         return mode if masked is None else f"{mode} {'masked' if masked else 'unmasked'}"
 
@@ -59,17 +61,19 @@ class SweepResult:
 
 def sweep_points(target: Target, *, unique: bool = False) -> list[SweepPoint]:
     points = []
-    seen: set[tuple[int, int, str]] = set()
+    seen: set[tuple[int, int, object, str]] = set()
     for b in target.boundaries():
         for kind in target.kinds:
             if not kind.applies(b):
                 continue
-            if unique:
-                key = (b.pc, b.pstate, kind.name)
-                if key in seen:
-                    continue
-                seen.add(key)
-            points.append(SweepPoint(b, kind.name, Plan.of(Injection.make(b.count, kind.name, kind.bind(b, {})))))
+            tries = kind.sweep(b) if kind.sweep is not None else [(b, kind.bind(b, {}))]
+            for state, params in tries:
+                if unique:
+                    key = (state.pc, state.pstate, state.probe(kind.name), kind.name)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                points.append(SweepPoint(state, kind.name, Plan.of(Injection.make(b.count, kind.name, params))))
     return points
 
 

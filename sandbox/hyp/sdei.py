@@ -137,7 +137,7 @@ class Sdei(SdeiDelivery):
             return DENIED
         if t.next is EventState.UNREGISTERED:
             h.clear()
-            self.table.drop_pending(ev.num, SHARED if ev.shared else pe)
+            self.drop(ev.num, SHARED if ev.shared else pe, at=pe)
         else:
             h.state = t.next  # unregister-pending: disabled, unregistered when the handler completes
         return t.result
@@ -252,7 +252,7 @@ class Sdei(SdeiDelivery):
         if self.table.registered_anywhere(ev):
             return DENIED  # registered on some PE, or its unregistration still pending
         ev.intid = None
-        self.table.drop_pending(ev.num)
+        self.drop(ev.num)
         return SUCCESS
 
     def claims(self, intid: int, pe: int) -> SdeiEvent | None:

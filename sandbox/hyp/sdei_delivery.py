@@ -94,13 +94,35 @@ class SdeiDelivery:
         instance is an edge: one pending instance however often it fires (DEN0054C 5.1.16.1);
         a count adds that many (KVM_SDEI_CMD_INJECT_EVENT, v5 event_count)."""
         key = (ev.num, SHARED if ev.shared else where)
-        self.table.pending[key] = 1 if count is None else self.table.pending.get(key, 0) + count
+        before = self.table.pending.get(key, 0)
+        # An edge adds an instance only where none is pending: it never takes away instances
+        # injected with a count.
+        self.table.pending[key] = max(before, 1) if count is None else before + count
+        if self.vm.observers:
+            self._notify_pending("sdei_pend", where, ev.num, key[1], self.table.pending[key] - before)
         self.kick_for(key[1])
 
     def withdraw(self, ev: SdeiEvent, where: int) -> None:
         """The interrupt of a bound event was lowered before its handler ran: the pending
         instance goes away (a level-sensitive source no longer asserted)."""
-        self.table.pending.pop((ev.num, SHARED if ev.shared else where), None)
+        self.drop(ev.num, SHARED if ev.shared else where, at=where)
+
+    def drop(self, num: int, where: int | None = None, *, at: int = 0) -> None:
+        """Discard the pending instances of event `num` (on PE `where`; None: everywhere),
+        as unregistration, release, a PE reset and a lowered interrupt do. Observers hear
+        "sdei_drop" with how many went, so that a lost instance can be told from a
+        discarded one (sandbox.fuzz.sdei_invariants)."""
+        keys = [k for k in self.table.pending if k[0] == num and (where is None or k[1] == where)]
+        dropped = sum(self.table.pending.pop(k) for k in keys)
+        if dropped and self.vm.observers:
+            self._notify_pending("sdei_drop", at, num, SHARED if where is None else where, -dropped)
+
+    def _notify_pending(self, kind: str, at: int, num: int, where: int, change: int) -> None:
+        """"sdei_pend"/"sdei_drop": `change` instances more (fewer) of `num` pending on PE
+        `where` (SHARED: routed at dispatch), told on vCPU `at`."""
+        vcpu = self.vm.vcpus[at if 0 <= at < len(self.vm.vcpus) else 0]
+        self.vm.notify(kind, vcpu, vcpu.reg("pc"), event=num, where=where, change=change,
+                       pending=sum(c for (n, _w), c in self.table.pending.items() if n == num))
 
     # -- routing and eligibility ------------------------------------------------------------
 
@@ -192,7 +214,7 @@ class SdeiDelivery:
         h.state = t.next
         if h.state is EventState.UNREGISTERED:  # the unregistration pending since UNREGISTER completes
             h.clear()
-            self.table.drop_pending(ev.num, SHARED if ev.shared else vcpu.index)
+            self.drop(ev.num, SHARED if ev.shared else vcpu.index, at=vcpu.index)
         s = top.saved
         if resume_at is None:
             result = CallResult(context=GuestContext(s.regs, s.pc, s.pstate))
@@ -208,7 +230,7 @@ class SdeiDelivery:
         if self.vm.observers:
             self.vm.notify("sdei_complete", vcpu, s.pc, event=ev.num, interrupted_pc=s.pc, interrupted_pstate=s.pstate,
                            handler=h.ep, how="complete" if resume_at is None else "complete_and_resume",
-                           resume_address=resume_at, status=status)
+                           resume_address=resume_at, status=status, regs=s.regs)
         if ev.notifier is not None:
             ev.notifier(vcpu, ev.num, NOTIFY_COMPLETED)
         return result
@@ -229,5 +251,5 @@ class SdeiDelivery:
         pe.masked = True
         for key in [k for k in self.table.handlers if k[1] == i]:
             del self.table.handlers[key]
-        for key in [k for k in self.table.pending if k[1] == i]:
-            del self.table.pending[key]
+        for num in sorted({n for n, where in self.table.pending if where == i}):
+            self.drop(num, i, at=i)

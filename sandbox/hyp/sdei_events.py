@@ -122,10 +122,6 @@ class EventTable:
     def registered_events(self) -> int:
         return len({n for (n, _), h in self.handlers.items() if h.state is not EventState.UNREGISTERED})
 
-    def drop_pending(self, num: int, where: int | None = None) -> None:
-        for key in [k for k in self.pending if k[0] == num and (where is None or k[1] == where)]:
-            del self.pending[key]
-
     # -- interrupt bindings -------------------------------------------------------------
 
     def bound(self, intid: int) -> SdeiEvent | None:

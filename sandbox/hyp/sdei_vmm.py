@@ -230,7 +230,10 @@ class SdeiVmm:
                 raise kvm_error(EINVAL, f"event {e.num:#x} is not registered for vCPU {vcpu.index}")
             staged.append(((ev.num, SHARED if ev.shared else vcpu.index), e.event_count))
         for key, n in staged:
+            before = sdei.table.pending.get(key, 0)
             sdei.table.pending[key] = n
+            if self.vm.observers and n != before:
+                sdei._notify_pending("sdei_pend", vcpu.index, key[0], key[1], n - before)
             sdei.kick_for(key[1])
 
     def get_vcpu_state(self, vcpu: "Vcpu") -> VcpuState:

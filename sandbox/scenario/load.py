@@ -120,7 +120,8 @@ def _machine(n: Node) -> Machine:
         unbacked=n.str("unbacked", "abort", choices=("abort", "exit")),
         quirks=tuple(n.str_list("quirks", [], choices=QUIRKS)),
         offer=_caps(n, "offer"), withhold=_caps(n, "withhold"), enable=_caps(n, "enable"),
-        uart=n.bool("uart", True), storm_threshold=n.int("storm_threshold", 64, minimum=2))
+        uart=n.bool("uart", True), storm_threshold=n.int("storm_threshold", 64, minimum=2),
+        gic=n.bool("gic", False))
     n.finish()
     return m
 

@@ -36,6 +36,7 @@ class Machine:
     enable: tuple[Cap, ...]
     uart: bool
     storm_threshold: int
+    gic: bool = False  # a GICv2 at QEMU virt's addresses (sandbox.devices.gic.GicV2.create)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ..devices.gic import GicV2
 from ..devices.serror_source import SErrorSource
 from ..exits import Exit
 from ..kvm import ExitReason
@@ -100,6 +101,9 @@ class ScenarioRun:
             self.devices[d.name] = device
         for _ in range(m.vcpus):
             vm.create_vcpu()
+        if m.gic:
+            with self._at(("machine", "gic")):
+                GicV2.create(vm)
         for cap in m.enable:
             with self._at(("machine", "enable")):
                 vm.enable_cap(cap)

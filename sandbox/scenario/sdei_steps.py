@@ -7,13 +7,20 @@ triggers on the dispatcher's handler entries and completions.
     when = { pc = "spin" }
     do = [ { sdei_inject = { event = 0x400010 } } ]          # KVM_SDEI_CMD_INJECT_EVENT
     [[steps]]
+    when = { instructions = 500 }
+    do = [ { sdei_set_masked = { masked = true } },         # KVM_SDEI_CMD_SET_VCPU_STATE: the PE mask
+           { sdei_inject = { event = 0x400010, count = 2, if_enabled = true } } ]
+    [[steps]]
     when = { sdei_dispatch = { event = 0x400010 } }          # about to run the handler's first instruction
     do = [ { set_registers = { x5 = 1 } } ]
     [[steps]]
     when = { sdei_complete = 0x400010 }                      # about to run where COMPLETE resumed
     do = [ { raise_interrupt = { intid = 20 } } ]            # Vm.raise_interrupt (a bound PPI of the step's vCPU)
 
-Actions act on the step's vCPU (`vcpu = N`). A trigger stops the vCPU like a breakpoint
+Actions act on the step's vCPU (`vcpu = N`). `sdei_inject` with `if_enabled` injects nothing
+when the event is not registered and enabled on the vCPU (KVM answers EPERM, which otherwise
+stops the run): what a VMM that tries and carries on does, and how the fuzzer injects
+(sandbox/fuzz/sdei_kind.py). A trigger stops the vCPU like a breakpoint
 (KVM_EXIT_DEBUG, not part of the exit sequence) right after the dispatcher changed its
 context: `sdei_dispatch` at the handler's entry point with x0-x3 set, `sdei_complete` at the
 instruction the restored (or resumed) context executes next. `event` may be omitted (any
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..breakpoint import Breakpoint
 from ..exits import Exit
 from ..hyp.sdei_platform import signal_event
+from ..hyp.sdei_state import STATUS_ENABLED
 from ..kvm import ExitReason
 from ..observe import Event
 from .actions import ActionSpec, register_action
@@ -64,16 +72,41 @@ def _apply_expose(run: "ScenarioRun", vcpu: "Vcpu", a: dict[str, Any]) -> None:
     run.vm.sdei.expose(a["num"], shared=a["shared"], critical=a["critical"], signaled=a["signaled"])
 
 
-def _parse_inject(doc: Doc, path: Path, value: Any) -> tuple[int, int]:
+def _parse_inject(doc: Doc, path: Path, value: Any) -> tuple[int, int, bool]:
     n = _table(doc, path, value, "sdei_inject")
-    out = (_event(n), n.int("count", 1, minimum=1, maximum=128))
+    out = (_event(n), n.int("count", 1, minimum=1, maximum=128), n.bool("if_enabled", False))
     n.finish()
     return out
 
 
-def _apply_inject(run: "ScenarioRun", vcpu: "Vcpu", a: tuple[int, int]) -> None:
-    for _ in range(a[1]):
-        run.vm.sdei.inject_event(vcpu, a[0])
+def _apply_inject(run: "ScenarioRun", vcpu: "Vcpu", a: tuple[int, int, bool]) -> None:
+    num, count, if_enabled = a
+    if if_enabled and not injectable(run.vm, vcpu, num):
+        return
+    for _ in range(count):
+        run.vm.sdei.inject_event(vcpu, num)
+
+
+def injectable(vm: Any, vcpu: "Vcpu", num: int) -> bool:
+    """Whether KVM_SDEI_CMD_INJECT_EVENT of `num` on `vcpu` is accepted: the event exists and
+    is registered and enabled there (EVENT_STATUS bit 1; sdei_vmm.inject_event's EPERM)."""
+    sdei = vm.hypervisor.sdei
+    ev = sdei.event(num)
+    return ev is not None and bool(sdei.table.handler(ev, vcpu.index).state & STATUS_ENABLED)
+
+
+def _parse_set_masked(doc: Doc, path: Path, value: Any) -> bool:
+    n = _table(doc, path, value, "sdei_set_masked")
+    masked = n.bool("masked")
+    n.finish()
+    return masked
+
+
+def _apply_set_masked(run: "ScenarioRun", vcpu: "Vcpu", masked: bool) -> None:
+    # KVM_SDEI_CMD_GET_VCPU_STATE, then SET_VCPU_STATE with only `masked` changed.
+    state = run.vm.sdei.get_vcpu_state(vcpu)
+    state.masked = int(masked)
+    run.vm.sdei.set_vcpu_state(vcpu, state)
 
 
 def _parse_signal(doc: Doc, path: Path, value: Any) -> int:
@@ -113,8 +146,11 @@ def _line(run: "ScenarioRun", vcpu: "Vcpu", intid: int, asserted: bool) -> None:
 for _spec in (
     ActionSpec("sdei_expose", "KVM_SDEI_CMD_SET_EXPOSED_EVENT: expose an event (shared/critical/signaled)",
                _parse_expose, _apply_expose),
-    ActionSpec("sdei_inject", "KVM_SDEI_CMD_INJECT_EVENT: one (or `count`) more pending instance for the vCPU",
+    ActionSpec("sdei_inject", "KVM_SDEI_CMD_INJECT_EVENT: one (or `count`) more pending instance for the vCPU "
+                              "(`if_enabled`: none when the vCPU has not enabled the event)",
                _parse_inject, _apply_inject),
+    ActionSpec("sdei_set_masked", "KVM_SDEI_CMD_GET/SET_VCPU_STATE: mask or unmask the vCPU's PE (as PE_MASK/PE_UNMASK)",
+               _parse_set_masked, _apply_set_masked),
     ActionSpec("sdei_signal", "the platform signals an event to the vCPU, edge-triggered (TF-A sdei_dispatch_event)",
                _parse_signal, _apply_signal),
     ActionSpec("sdei_bind_slots", "how many PPI (private) and SPI (shared) events INTERRUPT_BIND offers",
