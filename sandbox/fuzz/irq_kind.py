@@ -19,13 +19,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..arch import pstate as ps
+from ..hyp.sdei_abi import PPI_FIRST, SPI_FIRST  # the GIC's INTID ranges (IHI 0048B 2.2.1)
 from .events import Boundary, EventKind, register_event_kind
 
 if TYPE_CHECKING:
     from .target import Target
 
 NAME = "irq"
-PPI_FIRST, SPI_FIRST = 16, 32  # GIC INTID ranges (IHI 0048B 2.2.1)
 
 
 def probe(vcpu: Any) -> tuple[int, ...] | None:

@@ -30,8 +30,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..hyp.sdei_abi import SW_SIGNALED_EVENT
-from ..hyp.sdei_events import SHARED
-from ..hyp.sdei_state import STATUS_ENABLED
 from ..kvm import Cap
 from .events import Boundary, EventKind, register_event_kind
 
@@ -50,13 +48,8 @@ def probe(vcpu: Any) -> tuple[bool, tuple[int, ...]] | None:
         return None
     sdei = vm.hypervisor.sdei
     pe = sdei.pes[vcpu.index]
-    handlers = sdei.table.handlers  # read, not table.handler(): that adds a record
-    enabled = []
-    for num, ev in sorted(sdei.table.events.items()):
-        h = handlers.get((num, SHARED if ev.shared else vcpu.index))
-        if h is not None and h.state & STATUS_ENABLED:
-            enabled.append(num)
-    return (pe.masked or bool(pe.stack), tuple(enabled))
+    enabled = tuple(num for num, ev in sorted(sdei.table.events.items()) if sdei.table.enabled_on(ev, vcpu.index))
+    return (pe.masked or bool(pe.stack), enabled)
 
 
 def _masked(b: Boundary) -> bool | None:

@@ -97,9 +97,16 @@ class SdeiDelivery:
         before = self.table.pending.get(key, 0)
         # An edge adds an instance only where none is pending: it never takes away instances
         # injected with a count.
-        self.table.pending[key] = max(before, 1) if count is None else before + count
-        if self.vm.observers:
-            self._notify_pending("sdei_pend", where, ev.num, key[1], self.table.pending[key] - before)
+        self.set_pending(key, max(before, 1) if count is None else before + count, at=where)
+
+    def set_pending(self, key: tuple[int, int], count: int, *, at: int) -> None:
+        """`count` instances of event key[0] pending on PE key[1] (SHARED: routed at
+        dispatch), as `pend` and KVM_SDEI_CMD_SET_VCPU_EVENT make them; observers hear
+        "sdei_pend" with the change, told on vCPU `at`; the PE is looked at for dispatch."""
+        before = self.table.pending.get(key, 0)
+        self.table.pending[key] = count
+        if self.vm.observers and count != before:
+            self._notify_pending("sdei_pend", at, key[0], key[1], count - before)
         self.kick_for(key[1])
 
     def withdraw(self, ev: SdeiEvent, where: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from .sdei_abi import (DEFAULT_BIND_SLOTS, DYNAMIC_PRIVATE_BASE, DYNAMIC_SHARED_BASE, PPI_FIRST, PPI_LAST,
                        RM_ANY, SPI_FIRST, SPI_LAST, SW_SIGNALED_EVENT)
-from .sdei_state import EventState
+from .sdei_state import STATUS_ENABLED, EventState
 
 SHARED = -1  # the "PE" of a shared event's handler and pending instances
 
@@ -114,6 +114,12 @@ class EventTable:
         if h is None:
             h = self.handlers[key] = Handler()
         return h
+
+    def enabled_on(self, ev: SdeiEvent, pe: int) -> bool:
+        """Whether `ev` is registered and enabled for PE `pe` (EVENT_STATUS bit 1; the
+        shared record for a shared event). Reads only: `handler()` would add a record."""
+        h = self.handlers.get((ev.num, SHARED if ev.shared else pe))
+        return h is not None and bool(h.state & STATUS_ENABLED)
 
     def registered_anywhere(self, ev: SdeiEvent) -> bool:
         """TF-A's reg_count != 0 (or an unregistration still pending)."""

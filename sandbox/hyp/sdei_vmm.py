@@ -230,11 +230,7 @@ class SdeiVmm:
                 raise kvm_error(EINVAL, f"event {e.num:#x} is not registered for vCPU {vcpu.index}")
             staged.append(((ev.num, SHARED if ev.shared else vcpu.index), e.event_count))
         for key, n in staged:
-            before = sdei.table.pending.get(key, 0)
-            sdei.table.pending[key] = n
-            if self.vm.observers and n != before:
-                sdei._notify_pending("sdei_pend", vcpu.index, key[0], key[1], n - before)
-            sdei.kick_for(key[1])
+            sdei.set_pending(key, n, at=vcpu.index)
 
     def get_vcpu_state(self, vcpu: "Vcpu") -> VcpuState:
         sdei = self._sdei
@@ -297,7 +293,7 @@ class SdeiVmm:
         ev = sdei.table.get(num) if 0 <= num <= 0x7FFFFFFF else None
         if ev is None:
             raise kvm_error(ENOENT, f"no SDEI event {num:#x}")
-        if not sdei.table.handler(ev, vcpu.index).state & 2:
+        if not sdei.table.enabled_on(ev, vcpu.index):
             raise kvm_error(EPERM, f"event {num:#x} is not registered and enabled for vCPU {vcpu.index}")
         where = SHARED if ev.shared else vcpu.index
         if (num, where) not in sdei.table.pending and sum(
