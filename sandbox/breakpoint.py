@@ -48,7 +48,7 @@ class Breakpoint:
             eret_site = v._eret_hooks.pop(address, None)
             for hook in (gate_site, eret_site):
                 if hook is not None:
-                    v.uc.hook_del(hook)
+                    v.raw_hooks.delete(hook)
             self._hook = v.uc.hook_add(UC_HOOK_CODE, self._on_code, None, address, address)
             if gate_site is not None:
                 v.serror.watch(address)

@@ -101,3 +101,8 @@ def counter(uc: Uc) -> "ctypes.c_uint64 | None":
     """The engine's emu_counter as a ctypes view (read `.value`: no call, no copy), for hot
     paths that read it often; None if calibration failed."""
     return _field(uc, 0)
+
+
+def limit_view(uc: Uc) -> "ctypes.c_uint64 | None":
+    """The engine's emu_count (the run's limit) as a ctypes view, as `counter`."""
+    return _field(uc, 8)

@@ -193,6 +193,44 @@ class PstateWriter:
             self.sp.set(self.banks[new].get())
 
 
+class ExceptionRegisters:
+    """What exception entry and return touch, one API call each way: the ERET check reads
+    PSTATE, ELR_EL1, SPSR_EL1 and VBAR_EL1 together; an entry writes ESR_EL1, FAR_EL1
+    (when the exception defines it), ELR_EL1 and SPSR_EL1 together."""
+
+    def __init__(self, uc: "Uc"):
+        self._spsr_in = _CpReg(*_cp_fields("SPSR_EL1"))
+        self._in = _Batch(uc, [A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_ELR_EL1, A.UC_ARM64_REG_VBAR_EL1],
+                          [self._spsr_in])
+        self._outs: dict[tuple[bool, bool], tuple[_Batch, _CpReg]] = {}
+        for esr in (False, True):
+            for far in (False, True):
+                spsr = _CpReg(*_cp_fields("SPSR_EL1"))
+                ids = ([A.UC_ARM64_REG_ESR_EL1] if esr else []) + ([A.UC_ARM64_REG_FAR_EL1] if far else [])
+                self._outs[esr, far] = (_Batch(uc, ids + [A.UC_ARM64_REG_ELR_EL1], [spsr]), spsr)
+
+    def read(self) -> tuple[int, int, int, int]:
+        """(PSTATE, ELR_EL1, SPSR_EL1, VBAR_EL1)."""
+        v = self._in.read()
+        return v[0], v[1], self._spsr_in.val, v[2]
+
+    def write_entry(self, esr: int | None, far: int | None, elr: int, spsr: int) -> None:
+        """ESR_EL1 (unless None), FAR_EL1 (unless None), ELR_EL1 and SPSR_EL1."""
+        batch, cp = self._outs[esr is not None, far is not None]
+        values = batch.values
+        i = 0
+        if esr is not None:
+            values[0] = esr
+            i = 1
+        if far is not None:
+            values[i] = far & 0xFFFFFFFFFFFFFFFF
+            i += 1
+        values[i] = elr & 0xFFFFFFFFFFFFFFFF
+        cp.val = spsr
+        if _WRITE_BATCH(batch.handle, batch.ids, batch.ptrs, batch.count):
+            raise UcError(1)
+
+
 class ContextRegisters:
     """The SDEI context of a vCPU: x0-x17, PC and PSTATE (TF-A's saved dispatch context),
     and SCTLR_EL1 (which the handler's PSTATE depends on)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_CODE, Uc
+from unicorn import Uc
 from unicorn import arm64_const as A
 
 from .arch import decode
@@ -154,21 +154,20 @@ class SErrorGate:
             self.watch(address)
 
     def _disarm(self) -> None:
-        uc = self.vcpu.uc
         if self._armed:
             self.vcpu.intercept.off(_DAIF, read=False)
             self.vcpu.intercept.off(_ISR, write=False)
             self.vcpu.intercept.prune()
             self._armed = False
         for h in self._site_hooks.values():
-            uc.hook_del(h)
+            self.vcpu.raw_hooks.delete(h)
         self._site_hooks.clear()
 
     def watch(self, address: int) -> None:
         """Hook one `msr daifclr` / `esb` site (only while armed)."""
         if self._armed and address not in self._site_hooks:
             uc = self.vcpu.uc
-            self._site_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_site, None, address, address)
+            self._site_hooks[address] = self.vcpu.raw_hooks.code(self._on_site, address, address)
             uc.ctl_remove_cache(address, address + 4)
 
     def unwatch(self, address: int) -> None:
@@ -176,7 +175,7 @@ class SErrorGate:
         inside a hook)."""
         handle = self._site_hooks.pop(address, None)
         if handle is not None:
-            self.vcpu.uc.hook_del(handle)
+            self.vcpu.raw_hooks.delete(handle)
             self.vcpu.uc.ctl_remove_cache(address, address + 4)
 
     def _on_daif_write(self, _reg: SysReg, value: int) -> bool:

@@ -41,8 +41,9 @@ class _CpReg(ctypes.Structure):
                 ("op1", ctypes.c_uint32), ("op2", ctypes.c_uint32), ("val", ctypes.c_uint64)]
 
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(_CpReg),
-                             ctypes.c_void_p)
+# The register argument arrives as a bare address (a Python int costs less to make than a
+# ctypes pointer object); `_view` turns it into a _CpReg kept per address.
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
 _XZR = {getattr(A, "UC_ARM64_REG_XZR", -1), getattr(A, "UC_ARM64_REG_WZR", -1)}
 
 ReadHandler = Callable[[SysReg], "int | None"]  # value, or None: let Unicorn execute it
@@ -61,6 +62,7 @@ class SysregIntercept:
         self._callbacks: list[object] = []  # keep the ctypes thunks alive
         self._handles: list[int] = []
         self._value = ctypes.c_uint64()  # the binding's reg_write costs more than the rest
+        self._views: dict[int, _CpReg] = {}  # the engine passes the same few addresses again and again
         self._pstate = ctypes.c_uint64()
 
     def pstate(self) -> int:
@@ -113,8 +115,16 @@ class SysregIntercept:
         uc.ctl_flush_tb()
         self._installed = True
 
-    def _on_mrs(self, _uc: int, reg: int, cp: "ctypes._Pointer[_CpReg]", _ud: int) -> int:
-        c = cp[0]
+    def _view(self, address: int) -> _CpReg:
+        """A view of the engine's uc_arm64_cp_reg at `address` (its helper's stack frame: in
+        practice one address for the whole run; the table is bounded all the same)."""
+        if len(self._views) >= 64:
+            self._views.clear()
+        c = self._views[address] = _CpReg.from_address(address)
+        return c
+
+    def _on_mrs(self, _uc: int, reg: int, address: int, _ud: int) -> int:
+        c = self._views.get(address) or self._view(address)
         if c.crn not in self._crn:
             return 0
         try:
@@ -132,8 +142,8 @@ class SysregIntercept:
             self.vcpu._host_error("MRS intercept")
             return 1
 
-    def _on_msr(self, _uc: int, reg: int, cp: "ctypes._Pointer[_CpReg]", _ud: int) -> int:
-        c = cp[0]
+    def _on_msr(self, _uc: int, reg: int, address: int, _ud: int) -> int:
+        c = self._views.get(address) or self._view(address)
         if c.crn not in self._crn:
             return 0
         try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_CODE, Uc
+from unicorn import Uc
 
 from .arch import decode
 from .arch.stage1 import SCTLR_M, Regime, executable_aliases
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from .vcpu import Vcpu
 
 REGIME_REGISTERS = tuple(SYSREGS[n] for n in ("SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1"))
-_SCTLR = SYSREGS["SCTLR_EL1"]
 _ERETS = (decode.ERET, decode.ERETAA, decode.ERETAB)
 
 
@@ -63,7 +62,7 @@ class VirtualSites:
             for reg in REGIME_REGISTERS:
                 self.vcpu.intercept.on(reg, write=self._on_regime_write)
             self._watching = True
-        elif self.regime is not None and not self.regime.mmu_on and not self.vcpu.uc.cpr_read(*_SCTLR) & SCTLR_M:
+        elif self.regime is not None and not self.regime.mmu_on and not self.vcpu.sctlr_el1() & SCTLR_M:
             return  # the MMU was off and still is: one register read per run
         self.refresh()
 
@@ -97,10 +96,10 @@ class VirtualSites:
                     gate_vas |= {va for va in vas if va not in vm.gate_sites}
         uc = self.vcpu.uc
         for va in set(self.eret) - eret_vas:
-            uc.hook_del(self.eret.pop(va))
+            self.vcpu.raw_hooks.delete(self.eret.pop(va))
             uc.ctl_remove_cache(va, va + 4)
         for va in eret_vas - set(self.eret):
-            self.eret[va] = uc.hook_add(UC_HOOK_CODE, self._on_alias_eret, None, va, va)
+            self.eret[va] = self.vcpu.raw_hooks.code(self._on_alias_eret, va, va)
             uc.ctl_remove_cache(va, va + 4)  # hooks are compiled into translations
         serror = self.vcpu.serror
         for va in self.gate - gate_vas:

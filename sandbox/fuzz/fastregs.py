@@ -4,8 +4,9 @@ The Unicorn 2.1.4 Python binding spends about 5 us on each `reg_read` / `reg_wri
 `cpr_read` (class selection, argument checks and decorators around a call that itself takes
 well under a microsecond). A campaign performs tens of register accesses per execution, so
 `install(uc)` replaces those methods on one `Uc` instance with thin `ctypes` calls into
-`uc_reg_read` / `uc_reg_write`: the same engine functions with the same arguments, so the
-values are the same. Registers wider than 64 bits (Q/V) keep the binding's own method.
+`uc_reg_read` / `uc_reg_write` (loaded as sandbox.rawregs does, without releasing the GIL):
+the same engine functions with the same arguments, so the values are the same. Registers
+wider than 64 bits (Q/V) keep the binding's own method.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Iterable
 
 from unicorn import arm64_const as A
 from unicorn import Uc, UcError
-from unicorn.unicorn_py3.unicorn import uclib
+
+from ..rawregs import _LIB
 
 _CP_REG = A.UC_ARM64_REG_CP_REG
 _WIDE = set(range(A.UC_ARM64_REG_Q0, A.UC_ARM64_REG_Q31 + 1)) | set(range(A.UC_ARM64_REG_V0, A.UC_ARM64_REG_V31 + 1))
@@ -30,8 +32,8 @@ class _CpReg(ctypes.Structure):
 def install(uc: Uc) -> None:
     """Give `uc` C-speed reg_read/reg_write/cpr_read/cpr_write/reg_*_batch."""
     handle = uc._uch
-    c_read, c_write = uclib.uc_reg_read, uclib.uc_reg_write
-    c_read_batch, c_write_batch = uclib.uc_reg_read_batch, uclib.uc_reg_write_batch
+    c_read, c_write = _LIB.uc_reg_read, _LIB.uc_reg_write
+    c_read_batch, c_write_batch = _LIB.uc_reg_read_batch, _LIB.uc_reg_write_batch
     slow_read, slow_write = uc.reg_read, uc.reg_write
     value = ctypes.c_uint64()
     pvalue = ctypes.byref(value)
@@ -64,33 +66,41 @@ def install(uc: Uc) -> None:
         cp.crn, cp.crm, cp.op0, cp.op1, cp.op2, cp.val = crn, crm, op0, op1, op2, v
         check(c_write(handle, _CP_REG, pcp))
 
-    batches: dict[tuple[int, ...], tuple[Any, Any, Any, int]] = {}
+    batches: dict[tuple[int, ...], tuple[Any, Any, Any, int] | None] = {}
 
-    def _batch(ids: tuple[int, ...]) -> tuple[Any, Any, Any, int]:
-        b = batches.get(ids)
-        if b is None:
+    def _batch(ids: tuple[int, ...]) -> tuple[Any, Any, Any, int] | None:
+        """The C arrays for one list of registers, made once; None if the list needs the
+        binding (a CP or wide register)."""
+        try:
+            return batches[ids]
+        except KeyError:
+            pass
+        b = None
+        if not any(r == _CP_REG or r in _WIDE for r in ids):
             n = len(ids)
             vals = (ctypes.c_uint64 * n)()
             base = ctypes.addressof(vals)
-            b = batches[ids] = ((ctypes.c_int * n)(*ids), vals, (ctypes.c_void_p * n)(*range(base, base + 8 * n, 8)), n)
+            b = ((ctypes.c_int * n)(*ids), vals, (ctypes.c_void_p * n)(*range(base, base + 8 * n, 8)), n)
+        batches[ids] = b
         return b
 
     def reg_read_batch(reg_ids: Iterable[int]) -> tuple[int, ...]:
-        ids = tuple(reg_ids)
-        if any(r == _CP_REG or r in _WIDE for r in ids):
+        ids = reg_ids if reg_ids.__class__ is tuple else tuple(reg_ids)
+        b = _batch(ids)  # type: ignore[arg-type]
+        if b is None:
             return tuple(reg_read(r) for r in ids)
-        c_ids, vals, ptrs, n = _batch(ids)
+        c_ids, vals, ptrs, n = b
         check(c_read_batch(handle, c_ids, ptrs, n))
         return tuple(vals)
 
     def reg_write_batch(pairs: Iterable[tuple[int, int]]) -> None:
         pairs = list(pairs)
-        ids = tuple(r for r, _ in pairs)
-        if any(r == _CP_REG or r in _WIDE for r in ids):
+        b = _batch(tuple(r for r, _ in pairs))
+        if b is None:
             for r, v in pairs:
                 reg_write(r, v)
             return
-        c_ids, vals, ptrs, n = _batch(ids)
+        c_ids, vals, ptrs, n = b
         for i, (_, v) in enumerate(pairs):
             vals[i] = v
         check(c_write_batch(handle, c_ids, ptrs, n))

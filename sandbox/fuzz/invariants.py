@@ -48,8 +48,7 @@ GP_NAMES = tuple(f"x{i}" for i in range(31))
 _X_IDS = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 # What an interrupted context is: x0-x30 and the SP of its mode. While a handler runs at
 # EL1h, SP_EL0 is the banked copy (written back on the switch) and SP_EL1 is the live SP.
-_IDS_SP0 = tuple(_X_IDS + [A.UC_ARM64_REG_SP_EL0])
-_IDS_SPX = tuple(_X_IDS + [A.UC_ARM64_REG_SP])
+_SP0, _SPX = A.UC_ARM64_REG_SP_EL0, A.UC_ARM64_REG_SP
 
 
 _CONTEXT_NAMES = GP_NAMES + ("sp",)
@@ -59,14 +58,10 @@ _INTERRUPT_MASK = {ExceptionKind.IRQ: ps.I, ExceptionKind.FIQ: ps.F}
 HOST_FAILURES = {InternalErrorSuberror.HOST_ERROR, InternalErrorSuberror.EMULATION}
 
 
-def context_ids(spsr: int) -> tuple[int, ...]:
-    return _IDS_SPX if ps.el(spsr) == 1 and ps.sp_sel(spsr) else _IDS_SP0
-
-
 def context_of(vcpu: Any, spsr: int) -> tuple[int, ...]:
-    """x0-x30 and the SP of the interrupted mode (`spsr`), in one batched read, taken while
-    the handler runs at EL1h."""
-    return vcpu.uc.reg_read_batch(context_ids(spsr))
+    """x0-x30 and the SP of the interrupted mode (`spsr`), taken while the handler runs at
+    EL1h (Vcpu.gprs_and: in place where it can)."""
+    return vcpu.gprs_and(_SPX if ps.el(spsr) == 1 and ps.sp_sel(spsr) else _SP0)
 
 
 @dataclass(frozen=True)

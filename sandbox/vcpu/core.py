@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import (
     UC_ARCH_ARM64,
-    UC_HOOK_CODE,
-    UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ_PROT,
@@ -33,7 +31,7 @@ from unicorn import (
 )
 from unicorn import arm64_const as A
 
-from .. import icount
+from .. import cpustate, icount
 from ..access_completion import AccessCompletion
 from ..arch import pstate as ps
 from ..arch.esr import EC, ec_of, syn_illegal_state
@@ -42,7 +40,8 @@ from ..disasm import disassemble_one
 from ..exits import Exit, InternalErrorExit
 from ..guest_debug import GuestDebug
 from ..kvm import EBUSY, ExitReason, InternalErrorSuberror, kvm_error
-from ..rawregs import CallRegisters, ContextRegisters, PstateWriter
+from ..rawhooks import RawHooks
+from ..rawregs import CallRegisters, ContextRegisters, ExceptionRegisters, PstateWriter
 from ..serror import SErrorGate
 from ..virtual_sites import VirtualSites
 from ..sysreg_intercept import SysregIntercept
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
 from .calls import HypercallPath
 from .injection import EventInjection
 from .memory import GuestMemoryAccess
-from .registers import SCTLR_EL1, SPSR_EL1, X_IDS, RegisterAccess
+from .registers import X_IDS, RegisterAccess
 from .run_loop import RunLoop
 from .stops import Stop
 
@@ -101,8 +100,14 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
         self._call_regs = CallRegisters(self.uc, vm.memory)
+        views = cpustate.views(self.uc)  # x0-x30, PC (slot 32) and SCTLR_EL1 in place, or None
+        self._xregs = None if views is None else views.xregs
+        self._sctlr_view = None if views is None else views.sctlr
+        # The engine's instruction counter and limit, read in place by the run loop (sandbox.icount).
+        self._icounter, self._ilimit = icount.counter(self.uc), icount.limit_view(self.uc)
         self._context_regs = ContextRegisters(self.uc)
         self._pstate_writer = PstateWriter(self.uc)
+        self._exception_regs = ExceptionRegisters(self.uc)
         # `until` is never used: the loop stops through hooks, budgets and exits only.
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
@@ -110,7 +115,8 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
             self._map_ram(region)
         for region in vm.memory.mmio:
             self._map_mmio(region)
-        self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self.raw_hooks = RawHooks(self.uc)  # the hooks that fire on every entry and return (sandbox.rawhooks)
+        self.raw_hooks.interrupt(self._on_interrupt)
         self.uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED,
                          self._on_unmapped)
         self.uc.hook_add(UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT,
@@ -125,7 +131,7 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
     def watch_eret(self, address: int) -> None:
         """Check the ERET at `address` before it executes (see `_on_eret`)."""
         if address not in self._eret_hooks:
-            self._eret_hooks[address] = self.uc.hook_add(UC_HOOK_CODE, self._on_eret, None, address, address)
+            self._eret_hooks[address] = self.raw_hooks.code(self._on_eret, address, address)
             self.uc.ctl_remove_cache(address, address + 4)  # hooks are compiled into translations
 
     def _refuse_while_running(self, what: str) -> None:
@@ -146,24 +152,20 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         were taken" at a given address (SDEI COMPLETE_AND_RESUME, DEN0054C 5.2.2); such a
         deliberate resume is never counted as an exception storm."""
         uc = self.uc
+        pstate, _, _, vbar = self._exception_regs.read()
         if from_pstate is None:
-            from_pstate = self.pstate()
+            from_pstate = pstate
         entry = take_exception(
             kind=kind, from_pstate=from_pstate, preferred_return=preferred_return,
-            vbar=uc.reg_read(A.UC_ARM64_REG_VBAR_EL1), sctlr_el1=uc.cpr_read(*SCTLR_EL1),
-            esr=esr, far=far, features=self.features)
+            vbar=vbar, sctlr_el1=self.sctlr_el1(), esr=esr, far=far, features=self.features)
         if target is not None:
             entry = dataclasses.replace(entry, pc=target)
         elif self._storm(entry):
             return entry
-        if entry.esr is not None:
-            uc.reg_write(A.UC_ARM64_REG_ESR_EL1, entry.esr)
-        if entry.far is not None:
-            uc.reg_write(A.UC_ARM64_REG_FAR_EL1, entry.far)
-        uc.reg_write(A.UC_ARM64_REG_ELR_EL1, entry.elr)
-        uc.cpr_write(*SPSR_EL1, entry.spsr)
+        self._exception_regs.write_entry(entry.esr, entry.far, entry.elr, entry.spsr)
         self.set_pstate(entry.pstate)  # hflags rebuild (unicorn #2333) and the SP_EL1 bank
-        if uc.reg_read(A.UC_ARM64_REG_PC) != entry.pc:
+        x = self._xregs
+        if (uc.reg_read(A.UC_ARM64_REG_PC) if x is None else x[32]) != entry.pc:
             # (Already there when Unicorn made the entry itself, sandbox.irq: a PC write
             # from a code hook would restart the instruction and count it twice.)
             uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)
@@ -233,8 +235,7 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         if not self._run_counts:
             return None
         if self._in_emulation and self._counting:
-            started = icount.started_instructions(self.uc)
-            return None if started is None else self.instructions + started
+            return None if self._icounter is None else self.instructions + self._icounter.value
         return self.instructions
 
     def _request_pause(self) -> None:
@@ -266,11 +267,9 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         (Arm ARM D1.11.4): PSTATE takes SPSR's flags and masks, keeps EL and SP, gets IL=1,
         and the instruction at ELR takes the Illegal Execution State exception (EC 0x0E)."""
         try:
-            pstate = self.pstate()
+            pstate, elr, spsr, _ = self._exception_regs.read()
             if ps.el(pstate) != 1:
                 return  # ERET at EL0 is UNDEFINED: Unicorn raises that itself
-            spsr = uc.cpr_read(*SPSR_EL1)
-            elr = uc.reg_read(A.UC_ARM64_REG_ELR_EL1)
             if spsr & ps.NRW or (spsr & ps.M_MASK) in (ps.EL0T, ps.EL1T, ps.EL1H):
                 if self.vm.observers:
                     self.vm.notify("eret", self, address, spsr=spsr, elr=elr)

@@ -62,6 +62,20 @@ class RegisterAccess:
     def pstate(self) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
 
+    def sctlr_el1(self) -> int:
+        """SCTLR_EL1, in place where sandbox.cpustate found it (outside generated code)."""
+        v = self._sctlr_view
+        return self.uc.cpr_read(*SCTLR_EL1) if v is None else v[0]
+
+    def gprs_and(self, reg_id: int) -> tuple[int, ...]:
+        """x0-x30 and one more 64-bit register (an SP, say) in one go: x0-x30 from the CPU's
+        own storage where sandbox.cpustate found it (valid in a hook and between runs, never
+        inside generated code), else one batched read."""
+        x = self._xregs
+        if x is None:
+            return tuple(self.uc.reg_read_batch(X_IDS + [reg_id]))
+        return (*x[:31], self.uc.reg_read(reg_id))
+
     def _live_sp_bank(self) -> str:
         """Which SP_ELx the current SP is. Unicorn keeps the current stack pointer apart
         from its banked copy (QEMU's sp_el[] is only written back on an EL/SPSel change), so

@@ -99,7 +99,7 @@ class RunLoop:
             if self._delayed:  # an action waits for retired instructions (pause_then)
                 due = min(d[0] for d in self._delayed)
                 count = min(count, due) if count else due
-            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            pc = uc.reg_read(A.UC_ARM64_REG_PC) if self._xregs is None else self._xregs[32]
             error: UcError | None = None
             self._in_emulation = True
             try:
@@ -111,20 +111,19 @@ class RunLoop:
             stop = self._stop
             limit_reached = False
             done, counted = 0, False
-            if count:
-                started = icount.started_instructions(uc)
-                if started is not None:
-                    counted = True
-                    limit = icount.run_limit(uc) or count  # a hook may have lowered it
-                    done = min(started, limit)
-                    # An instruction that faulted (abort, UNDEFINED...) was started but did
-                    # not retire; SVC/HVC/SMC complete before their trap.
-                    # An instruction breakpoint (KVM_EXIT_DEBUG) stops before its instruction.
-                    if (stop is not None and (stop.trap is not None or (
-                            stop.exit is not None and stop.exit.reason is ExitReason.DEBUG))
-                            and done and started <= limit):
-                        done -= 1
-                    limit_reached = started > limit
+            if count and self._icounter is not None:
+                started = self._icounter.value  # the engine's emu_counter (sandbox.icount)
+                counted = True
+                limit = self._ilimit.value or count  # a hook may have lowered it
+                done = min(started, limit)
+                # An instruction that faulted (abort, UNDEFINED...) was started but did
+                # not retire; SVC/HVC/SMC complete before their trap.
+                # An instruction breakpoint (KVM_EXIT_DEBUG) stops before its instruction.
+                if (stop is not None and (stop.trap is not None or (
+                        stop.exit is not None and stop.exit.reason is ExitReason.DEBUG))
+                        and done and started <= limit):
+                    done -= 1
+                limit_reached = started > limit
             if self._access.recording:
                 if stop is not None and stop.trap is None:
                     # A device or watch stopped us mid-instruction: finish it once (its own
