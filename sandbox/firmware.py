@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
 from .arch import esr as esr_mod
@@ -69,13 +69,16 @@ class _Memory(Protocol):
 def exception_records(mem: _Memory, ring_address: int, cpu: int = 0) -> list[ExceptionRecord]:
     """The records of CPU `cpu` (MPIDR Aff0), oldest first; at most RING_ENTRIES survive."""
     base = ring_address + cpu * RING_BYTES
-    count, capacity = struct.unpack("<QQ", mem.read_memory(base, RING_HEADER))
-    if capacity == 0:
-        capacity = RING_ENTRIES
+    # The ring straight from the RAM buffer when it lies in one region (a Vm), else copied.
+    region = mem.memory.ram_at(base) if hasattr(mem, "memory") else None
+    if region is not None and base + RING_BYTES <= region.end:
+        raw, at = region.buffer, base - region.base
+    else:
+        raw, at = mem.read_memory(base, RING_BYTES), 0
+    count, capacity = struct.unpack_from("<QQ", raw, at)
+    if capacity == 0 or capacity > RING_ENTRIES:
+        capacity = RING_ENTRIES  # the ring has RING_ENTRIES slots whatever the header says
     first = max(0, count - capacity)
-    out = []
-    raw = mem.read_memory(base + RING_HEADER, RECORD_SIZE * capacity)
-    for n in range(first, count):
-        fields = struct.unpack_from("<9Q", raw, (n % capacity) * RECORD_SIZE)
-        out.append(ExceptionRecord(*fields))
-    return out
+    at += RING_HEADER
+    return [ExceptionRecord(*struct.unpack_from("<9Q", raw, at + (n % capacity) * RECORD_SIZE))
+            for n in range(first, count)]

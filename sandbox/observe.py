@@ -7,19 +7,19 @@ observation costs nothing unless somebody listens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One thing that happened on a vCPU. `kind` is one of KINDS; `data` holds the values
-    that kind carries (e.g. an ExceptionEntry under "entry" for "exception")."""
+    that kind carries (e.g. an ExceptionEntry under "entry" for "exception"). A named tuple:
+    immutable, and the cheapest record Python builds (one is built per exception entry and
+    return while anybody observes)."""
 
     kind: str
     vcpu: int  # vCPU index
     pc: int
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any]
 
 
 KINDS = ("exit", "exception", "eret", "inject", "hypercall", "sdei_dispatch", "sdei_complete",

@@ -34,6 +34,8 @@ _READ_BATCH = _LIB.uc_reg_read_batch
 _WRITE_BATCH = _LIB.uc_reg_write_batch
 _WRITE = _LIB.uc_reg_write
 _READ = _LIB.uc_reg_read
+_EMU_START = _LIB.uc_emu_start
+_EMU_START.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t]
 _VMEM_READ = _LIB.uc_vmem_read
 _VMEM_READ.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
 
@@ -179,8 +181,10 @@ class PstateWriter:
     def _bank(pstate: int) -> int:
         return 1 if (pstate >> 2) & 3 == 1 and pstate & 1 else 0  # SP_EL1 only at EL1h
 
-    def write(self, value: int) -> None:
-        before = self.pstate.get()
+    def write(self, value: int, before: int | None = None) -> None:
+        """PSTATE = `value`; `before` is the current PSTATE when the caller has just read it."""
+        if before is None:
+            before = self.pstate.get()
         old = self._bank(before)
         new = self._bank(value)
         if old != new:
@@ -266,6 +270,20 @@ class ContextRegisters:
         else:
             self._gprs.write(list(regs))
             self._pc.set(pc)
+
+
+def emu_start(uc: "Uc", begin: int, timeout: int, count: int) -> None:
+    """uc.emu_start(begin, 0, timeout, count) without releasing the GIL: every hook callback
+    of the run would take it back (PyGILState_Ensure) and the run would give it up again,
+    once per trap, ERET and MRS. Exceptions the binding's own hook wrappers record are
+    raised as the binding's emu_start raises them. (Unicorn's timeout is a C thread that
+    needs no GIL; Python threads wait until the run returns.)"""
+    uc._hook_exception = None
+    status = _EMU_START(uc._uch, begin, 0, timeout, count)
+    if status:
+        raise UcError(status)
+    if uc._hook_exception is not None:
+        raise uc._hook_exception
 
 
 def _cp_fields(name: str) -> tuple[int, int, int, int, int, int]:

@@ -38,7 +38,7 @@ TRACE_VERSION = 1
 
 def to_json(value: Any) -> Any:
     """A JSON-able copy of an event value: ints as hex strings, enums by name, bytes as hex,
-    dataclasses and dicts as objects; an `esr` key gains `esr_decoded`."""
+    dataclasses, named tuples and dicts as objects; an `esr` key gains `esr_decoded`."""
     if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
         return value
     if isinstance(value, Enum):
@@ -49,6 +49,8 @@ def to_json(value: Any) -> Any:
         return bytes(value).hex()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple record
+        value = value._asdict()
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():

@@ -46,6 +46,7 @@ class VirtualSites:
         self.eret: dict[int, int] = {}  # alias VA -> hook handle
         self.gate: set[int] = set()  # alias VAs of gate sites
         self.walks = 0  # table walks done (for benchmarks and tests)
+        self.regime_writes = 0  # writes to a regime register seen (guest MSRs once watching, host writes)
         self._watching = False
 
     def _read_regime(self) -> Regime:
@@ -70,7 +71,24 @@ class VirtualSites:
         """New code sites: walk again before the next run."""
         self.regime = None
 
+    @property
+    def watching(self) -> bool:
+        """Whether every guest write to a regime register is seen (from the first run on)."""
+        return self._watching
+
+    def tlb_clean_since(self, writes: int, mmu_was_on: bool) -> bool:
+        """Whether the TLB can only hold flat (MMU off) translations made since a point
+        where `regime_writes` was `writes` and the MMU was off: then nothing about the
+        translation regime changed, and restoring the point needs no TLB flush."""
+        return self._watching and not mmu_was_on and self.regime_writes == writes
+
+    def note_regime_write(self) -> None:
+        """The host wrote a regime register (Vcpu.set_reg)."""
+        self.regime_writes += 1
+        self.stale = True
+
     def _on_regime_write(self, _reg: SysReg, _value: int) -> bool:
+        self.regime_writes += 1
         self.stale = True
         self.vcpu._request_pause()  # after this MSR retires (it ends the translation block)
         return False  # Unicorn performs the write

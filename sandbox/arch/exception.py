@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from . import pstate as ps
 
@@ -59,9 +60,9 @@ def vector_offset(from_pstate: int, kind: ExceptionKind, target_el: int = 1) -> 
     return int(vector_group(from_pstate, target_el)) + int(kind)
 
 
-@dataclass(frozen=True)
-class ExceptionEntry:
-    """What AArch64.TakeException writes for an exception taken to EL1."""
+class ExceptionEntry(NamedTuple):
+    """What AArch64.TakeException writes for an exception taken to EL1. (A named tuple:
+    immutable and cheap to build, one per exception entry.)"""
 
     kind: ExceptionKind
     vector_offset: int

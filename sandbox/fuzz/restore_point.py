@@ -122,13 +122,15 @@ class RestorePoint:
         if hasattr(self, "pages"):
             self.pages.rebase()
         self.contexts = [v.uc.context_save() for v in vm.vcpus]
+        # (regime writes seen, MMU on) per vCPU: restoring needs no TLB flush when neither changed.
+        self.regimes = [(v.virtual_sites.regime_writes, bool(v.sctlr_el1() & 1)) for v in vm.vcpus]
         self.vcpus = [_VcpuState(v.instructions, v.serror.pending_iss, v.serror.last_pended_iss,
                                  v.sysregs.disr_el1, dict(v.sysregs.extra), v._abort_site, v._mmio_pending, v.last_exit,
                                  [list(d) for d in v._delayed], v.sdei_check)
                       for v in vm.vcpus]
         gic = vm.interrupt_controller
         self.gic = (gic, gic.state()) if gic is not None and hasattr(gic, "state") else None
-        self.devices = [(r.device, _device_state(r.device)) for r in vm.memory.mmio
+        self.devices = [(r.device, _device_state(r.device), _fingerprint(r.device)) for r in vm.memory.mmio
                         if self.gic is None or r.name not in GIC_REGION_NAMES]
         self.sdei = SdeiPoint(vm.hypervisor.sdei)
         self.poisoned = list(vm.poisoned.ranges)
@@ -141,8 +143,9 @@ class RestorePoint:
             v.uc.context_restore(ctx)
             _restore_vcpu(v, s)
         self.pages.restore()
-        for device, state in self.devices:
-            _restore_device(device, state)
+        for device, state, fingerprint in self.devices:
+            if fingerprint is None or _attributes(device) != fingerprint:
+                _restore_device(device, state)
         self.sdei.restore()
         if self.gic is not None:
             gic = self.gic[0]
@@ -160,8 +163,10 @@ class RestorePoint:
                 v.apply_poison(before, vm.poisoned.pages())
         if self.semihosting is not None and vm.semihosting is not None:
             vm.semihosting.restore(self.semihosting)
-        for v in vm.vcpus:
-            v._flush_tlb()  # the guest may have changed its translation tables since the point
+        for i, (v, (writes, mmu_on)) in enumerate(zip(vm.vcpus, self.regimes)):
+            if not v.virtual_sites.tlb_clean_since(writes, mmu_on):
+                v._flush_tlb()  # the guest may have changed its translation tables since the point
+                self.regimes[i] = (v.virtual_sites.regime_writes, mmu_on)  # clean again from here
 
     def verify(self) -> bool:
         """Whether RAM is exactly what it was at the point (slow: hashes all of it)."""
@@ -225,6 +230,34 @@ class SdeiPoint:
 
 def _handler_fields(h: Any) -> tuple[Any, ...]:
     return (h.state, h.ep, h.arg, h.route_mode, h.affinity)
+
+
+def _attributes(device: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(device).items() if k != "vm"}
+
+
+def _fingerprint(device: Any) -> dict[str, Any] | None:
+    """A copy of the device's attributes at the point, when they are plain data: while they
+    compare equal, the device is as it was and restoring it can be skipped (most executions
+    leave the UART alone). None for a device holding anything else (objects compare by
+    identity): it is always restored."""
+    attributes = _attributes(device)
+    return copy.deepcopy(attributes) if _plain(attributes) else None
+
+
+_SCALARS = (int, float, str, bytes, bytearray, bool, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _SCALARS):
+        return True
+    if depth > 4:
+        return False
+    if isinstance(value, dict):
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_plain(v, depth + 1) for v in value)
+    return False
 
 
 def _device_state(device: Any) -> Any:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -73,6 +74,9 @@ class FunctionId:
         return not (self.value >> 16) & 0xFF
 
     def describe(self) -> str:
+        return _describe(self.value)
+
+    def _describe(self) -> str:
         kind = "fast" if self.fast else "yielding"
         conv = "SMC64" if self.smc64 else "SMC32"
         try:
@@ -80,6 +84,12 @@ class FunctionId:
         except ValueError:
             owner = f"owner {self.owner}"
         return f"{self.value:#010x} ({kind} {conv} {owner} function {self.number:#x})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _describe(value: int) -> str:
+    """FunctionId.describe, kept per ID (every observed hypercall asks for it)."""
+    return FunctionId(value)._describe()
 
 
 def arguments_of(fid: int, values: "list[int] | tuple[int, ...]") -> tuple[int, ...]:

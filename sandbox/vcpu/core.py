@@ -14,7 +14,6 @@ holds construction, exception entry and the trap dispatch the hooks call.
 
 from __future__ import annotations
 
-import dataclasses
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -159,11 +158,11 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
             kind=kind, from_pstate=from_pstate, preferred_return=preferred_return,
             vbar=vbar, sctlr_el1=self.sctlr_el1(), esr=esr, far=far, features=self.features)
         if target is not None:
-            entry = dataclasses.replace(entry, pc=target)
+            entry = entry._replace(pc=target)
         elif self._storm(entry):
             return entry
         self._exception_regs.write_entry(entry.esr, entry.far, entry.elr, entry.spsr)
-        self.set_pstate(entry.pstate)  # hflags rebuild (unicorn #2333) and the SP_EL1 bank
+        self.set_pstate(entry.pstate, pstate)  # hflags rebuild (unicorn #2333) and the SP_EL1 bank
         x = self._xregs
         if (uc.reg_read(A.UC_ARM64_REG_PC) if x is None else x[32]) != entry.pc:
             # (Already there when Unicorn made the entry itself, sandbox.irq: a PC write

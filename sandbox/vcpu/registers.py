@@ -8,6 +8,7 @@ from unicorn import arm64_const as A
 from ..arch import pstate as ps
 from ..arch.sysreg import HCR_RW, SCR_HCE, SCR_NS, SCR_RW, SYSREGS, SysReg
 from ..kvm import EINVAL, kvm_error
+from ..virtual_sites import REGIME_REGISTERS
 
 X_IDS = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 
@@ -26,6 +27,8 @@ for _i, _rid in enumerate(X_IDS):
     DIRECT[f"x{_i}"] = _rid
 DIRECT["lr"] = A.UC_ARM64_REG_X30
 DIRECT["fp"] = A.UC_ARM64_REG_X29
+
+_REGIME_DIRECT = ("ttbr0_el1", "ttbr1_el1")  # the regime registers (sandbox.virtual_sites) in DIRECT
 
 SPSR_EL1 = SYSREGS["SPSR_EL1"]
 SCTLR_EL1 = SYSREGS["SCTLR_EL1"]
@@ -53,11 +56,11 @@ class RegisterAccess:
         self.sysregs.disr_el1 = 0
         self._storm_key, self._storm_count = None, 0
 
-    def set_pstate(self, value: int) -> None:
+    def set_pstate(self, value: int, before: int | None = None) -> None:
         """Write PSTATE as an exception entry or return would: SP banked into SP_EL0/SP_EL1
         (QEMU aarch64_save_sp/restore_sp; Unicorn keeps only the live SP) and Unicorn's
         cached hflags rebuilt, which a PSTATE write alone does not do (unicorn #2333)."""
-        self._pstate_writer.write(value)
+        self._pstate_writer.write(value, before)
 
     def pstate(self) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
@@ -109,12 +112,16 @@ class RegisterAccess:
             key = "sp"
         rid = DIRECT.get(key)
         if rid is not None:
+            if key in _REGIME_DIRECT:
+                self.virtual_sites.note_regime_write()
             self.uc.reg_write(rid, value)
             return
         if key == "pstate":
             self.set_pstate(value)
             return
         enc = self._sysreg(name)
+        if enc in REGIME_REGISTERS:
+            self.virtual_sites.note_regime_write()
         if self.vm.id_registers.owns(enc):  # KVM's writable ID registers
             self.vm.id_registers.set(enc, value, self)
             return
@@ -146,6 +153,8 @@ class RegisterAccess:
             if key in ("sp_el0", "sp_el1"):
                 self.set_reg(key, value)
             elif key in DIRECT:
+                if key in _REGIME_DIRECT:
+                    self.virtual_sites.note_regime_write()
                 batch.append((DIRECT[key], value & 0xFFFFFFFFFFFFFFFF))
             else:
                 self.set_reg(name, value)

@@ -12,7 +12,7 @@ from typing import Callable
 from unicorn import UcError
 from unicorn import arm64_const as A
 
-from .. import icount
+from .. import icount, rawregs
 from ..exits import Exit, InternalErrorExit
 from ..kvm import EBUSY, EINVAL, ExitReason, InternalErrorSuberror, kvm_error
 from ..traps import Access
@@ -227,4 +227,4 @@ class RunLoop:
         if count and not self._counting:
             self.uc.ctl_flush_tb()
         self._counting = count > 0
-        self.uc.emu_start(pc, 0, timeout=timeout, count=count)
+        rawregs.emu_start(self.uc, pc, timeout, count)
