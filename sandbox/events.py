@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .arch import esr as E
 from .arch.ras import DEFAULT_VSERROR_ISS
@@ -64,8 +65,7 @@ class VcpuEvents:
         return cls(sp, he, dabt, 0, esr, 0, pad, tuple(res))
 
 
-@dataclass(frozen=True)
-class SetRequest:
+class SetRequest(NamedTuple):
     """A validated KVM_SET_VCPU_EVENTS: what to inject."""
 
     serror_iss: int | None  # None: no SError to pend

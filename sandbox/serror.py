@@ -70,7 +70,7 @@ class SErrorGate:
         self.last_pended_iss = iss
         vm = self.vcpu.vm
         if vm.observers:
-            vm.notify("serror_pend", self.vcpu, self.vcpu.uc.reg_read(A.UC_ARM64_REG_PC), esr=syn_serror(iss))
+            vm.notify("serror_pend", self.vcpu, self.vcpu.pc(), esr=syn_serror(iss))
         self._arm()
 
     def pend_another(self, iss: int) -> None:
@@ -128,7 +128,7 @@ class SErrorGate:
         pstate = self.vcpu.pstate()
         if self.masked(pstate):
             return False
-        self.take(self.vcpu.uc.reg_read(A.UC_ARM64_REG_PC), pstate)
+        self.take(self.vcpu.pc(), pstate)
         return True
 
     def take(self, preferred_return: int, from_pstate: int) -> None:

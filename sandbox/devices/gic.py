@@ -30,7 +30,6 @@ from ..kvm import EBUSY, EINVAL, kvm_error
 from ..memmap import GIC_CPU_BASE, GIC_CPU_SIZE, GIC_DIST_BASE, GIC_DIST_SIZE, NUM_SPIS
 
 if TYPE_CHECKING:
-    from ..vcpu import Vcpu
     from ..vm import Vm
 
 MAX_CPUS = 8  # GICv2: CPU targets are an 8-bit mask (IHI 0048B 4.3.12)

@@ -33,6 +33,8 @@ Handler = Callable[["Vcpu", Any], "int | CallResult"]
 STATE_VERSION = 1  # of the snapshot section Hypervisor.state() writes
 
 
+_CONDUIT_NAMES = tuple(c.name for c in Conduit)  # by conduit number (the notify runs per call)
+
 class Hypervisor:
     def __init__(self, vm: "Vm", psci_conduit: Conduit = Conduit.HVC, sdei_conduit: Conduit = Conduit.HVC):
         self.vm = vm
@@ -93,9 +95,9 @@ class Hypervisor:
             result = smccc.NOT_SUPPORTED if handler is None else handler(vcpu, regs)
         if self.vm.observers:
             results = (result,) if isinstance(result, int) else (result.regs or None)
-            fid = smccc.FunctionId(regs[0] & 0xFFFFFFFF)
-            self.vm.notify("hypercall", vcpu, pc, conduit=Conduit(conduit).name, function_id=fid.value,
-                           function=fid.describe(), args=tuple(regs[1:7]), results=results)
+            fid = regs[0] & 0xFFFFFFFF
+            self.vm.notify("hypercall", vcpu, pc, conduit=_CONDUIT_NAMES[conduit], function_id=fid,
+                           function=smccc.describe_function(fid), args=tuple(regs[1:7]), results=results)
         return result
 
     def _unusual(self, vcpu: "Vcpu", conduit: int, regs: Any, pc: int, imm: int) -> "int | CallResult":

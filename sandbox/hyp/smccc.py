@@ -74,7 +74,7 @@ class FunctionId:
         return not (self.value >> 16) & 0xFF
 
     def describe(self) -> str:
-        return _describe(self.value)
+        return describe_function(self.value)
 
     def _describe(self) -> str:
         kind = "fast" if self.fast else "yielding"
@@ -87,8 +87,8 @@ class FunctionId:
 
 
 @functools.lru_cache(maxsize=1024)
-def _describe(value: int) -> str:
-    """FunctionId.describe, kept per ID (every observed hypercall asks for it)."""
+def describe_function(value: int) -> str:
+    """FunctionId(value).describe(), kept per ID (every observed hypercall asks for it)."""
     return FunctionId(value)._describe()
 
 

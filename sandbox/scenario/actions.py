@@ -79,9 +79,7 @@ def _parse_set_events(doc: Doc, path: Path, value: Any) -> VcpuEvents:
 
 
 def _apply_set_events(run: "ScenarioRun", vcpu: "Vcpu", events: VcpuEvents) -> None:
-    vcpu.set_events(VcpuEvents(**{k: getattr(events, k) for k in
-                                  ("serror_pending", "serror_has_esr", "ext_dabt_pending", "ext_iabt_pending",
-                                   "serror_esr", "ext_abt_esr")}))
+    vcpu.set_events(events)  # (set_events reads its argument and keeps nothing of it)
 
 
 # -- poison / unpoison --------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from unicorn import arm64_const as A
 
 from ..hyp.result import CallResult
 from ..kvm import ExitReason
@@ -45,7 +44,7 @@ class HypercallPath:
             r = result.resume
             self.take_exception(r.kind, None, r.elr, from_pstate=r.from_pstate, target=r.target)
         if result.exit is not None:
-            result.exit.pc = self.uc.reg_read(A.UC_ARM64_REG_PC)  # past the call (or where it resumed)
+            result.exit.pc = self.pc()  # past the call (or where it resumed)
             if result.exit.reason is ExitReason.HYPERCALL:
                 self._hypercall_pending = result.exit
             self._stop_with(result.exit)

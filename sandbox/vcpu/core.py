@@ -163,8 +163,7 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
             return entry
         self._exception_regs.write_entry(entry.esr, entry.far, entry.elr, entry.spsr)
         self.set_pstate(entry.pstate, pstate)  # hflags rebuild (unicorn #2333) and the SP_EL1 bank
-        x = self._xregs
-        if (uc.reg_read(A.UC_ARM64_REG_PC) if x is None else x[32]) != entry.pc:
+        if self.pc() != entry.pc:
             # (Already there when Unicorn made the entry itself, sandbox.irq: a PC write
             # from a code hook would restart the instruction and count it twice.)
             uc.reg_write(A.UC_ARM64_REG_PC, entry.pc)

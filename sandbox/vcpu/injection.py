@@ -44,7 +44,7 @@ class EventInjection:
         if serror_iss is not None and not ev.serror_has_esr:
             serror_iss = default_vserror_iss(self.vm)  # KVM's own syndrome (quirk vserror-without-vsesr)
         if self.vm.observers and (req.dabt or req.iabt or serror_iss is not None):
-            self.vm.notify("inject", self, self.uc.reg_read(A.UC_ARM64_REG_PC), events=ev,
+            self.vm.notify("inject", self, self.pc(), events=ev,
                            serror_iss=serror_iss, dabt=req.dabt, iabt=req.iabt, abt_iss=req.abt_iss)
         if (req.dabt or req.iabt) and self._abort_site is None:
             # api.rst calls it a programming error; the sandbox refuses rather than inject

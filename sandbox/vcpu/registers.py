@@ -3,6 +3,9 @@ name, with the reset state of a KVM vCPU and the PSTATE write Unicorn needs (uni
 
 from __future__ import annotations
 
+import ctypes
+import struct
+
 from unicorn import arm64_const as A
 
 from ..arch import pstate as ps
@@ -65,10 +68,23 @@ class RegisterAccess:
     def pstate(self) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
 
+    def pc(self) -> int:
+        """The PC, in place where sandbox.cpustate found it (outside generated code)."""
+        x = self._xregs
+        return self.uc.reg_read(A.UC_ARM64_REG_PC) if x is None else x[32]
+
     def sctlr_el1(self) -> int:
         """SCTLR_EL1, in place where sandbox.cpustate found it (outside generated code)."""
         v = self._sctlr_view
         return self.uc.cpr_read(*SCTLR_EL1) if v is None else v[0]
+
+    def gprs_and_raw(self, reg_id: int) -> bytes:
+        """gprs_and() as 32 little-endian u64s in one bytes object: one copy of the CPU's
+        own storage, for a caller that mostly compares contexts (the fuzz invariants)."""
+        x = self._xregs
+        if x is None:
+            return struct.pack("<32Q", *self.gprs_and(reg_id))
+        return ctypes.string_at(ctypes.addressof(x), 31 * 8) + self.uc.reg_read(reg_id).to_bytes(8, "little")
 
     def gprs_and(self, reg_id: int) -> tuple[int, ...]:
         """x0-x30 and one more 64-bit register (an SP, say) in one go: x0-x30 from the CPU's
@@ -92,6 +108,8 @@ class RegisterAccess:
         key = name.lower()
         if key in ("sp_el0", "sp_el1") and key == self._live_sp_bank():
             key = "sp"
+        if key == "pc":
+            return self.pc()
         rid = DIRECT.get(key)
         if rid is not None:
             return self.uc.reg_read(rid)

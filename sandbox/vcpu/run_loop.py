@@ -46,11 +46,13 @@ class RunLoop:
         self._run_counts = max_instructions is not None
         try:
             self.virtual_sites.check()  # the MMU regime may have changed since the last run
-            self._complete_mmio()
-            self._complete_hypercall()
+            if self._mmio_pending is not None:
+                self._complete_mmio()
+            if self._hypercall_pending is not None:
+                self._complete_hypercall()
             self._abort_site = None
             self._storm_key, self._storm_count = None, 0  # a storm is counted within one run
-            stepping = self.guest_debug.stepping
+            stepping = self.guest_debug.control and self.guest_debug.stepping
             exit_ = self._run(self.guest_debug.step_budget(max_instructions) if stepping else max_instructions, timeout)
             if stepping:
                 exit_ = self.guest_debug.step_exit(exit_)
@@ -71,7 +73,7 @@ class RunLoop:
         retired = 0
         while True:
             if remaining == 0:
-                return Exit(ExitReason.INSTRUCTION_BUDGET, uc.reg_read(A.UC_ARM64_REG_PC), instructions=retired)
+                return Exit(ExitReason.INSTRUCTION_BUDGET, self.pc(), instructions=retired)
             micros = 0
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -99,7 +101,7 @@ class RunLoop:
             if self._delayed:  # an action waits for retired instructions (pause_then)
                 due = min(d[0] for d in self._delayed)
                 count = min(count, due) if count else due
-            pc = uc.reg_read(A.UC_ARM64_REG_PC) if self._xregs is None else self._xregs[32]
+            pc = self.pc()
             error: UcError | None = None
             self._in_emulation = True
             try:
