@@ -14,6 +14,11 @@ translations (~90 us, research note of issue 7). A `RestorePoint` keeps instead:
   GIC's when the machine has one (its own state()/restore(), as a snapshot carries it; its
   register frames hold nothing else).
 
+Restoring skips what cannot have changed: the TLB flush while the MMU was off at the point and
+no translation-regime register has been written since (the vCPU's VirtualSites counts every
+guest MSR and host write to one), and a device whose attributes are plain data equal to a copy
+taken at the point.
+
 Writes that bypass Unicorn's store path (DC ZVA) and host writes to RAM during an execution
 (none of the fuzzer's event kinds does one) are not tracked; `verify()` compares every RAM
 byte with the point, for the tests.

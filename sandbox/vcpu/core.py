@@ -98,13 +98,13 @@ class Vcpu(RegisterAccess, EventInjection, GuestMemoryAccess, HypercallPath, Run
         self._hypercall_pending: Exit | None = None  # a KVM_EXIT_HYPERCALL awaiting its x0-x3
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
-        self._call_regs = CallRegisters(self.uc, vm.memory)
         views = cpustate.views(self.uc)  # x0-x30, PC (slot 32) and SCTLR_EL1 in place, or None
+        self._call_regs = CallRegisters(self.uc, vm.memory, views)
         self._xregs = None if views is None else views.xregs
         self._sctlr_view = None if views is None else views.sctlr
         # The engine's instruction counter and limit, read in place by the run loop (sandbox.icount).
         self._icounter, self._ilimit = icount.counter(self.uc), icount.limit_view(self.uc)
-        self._context_regs = ContextRegisters(self.uc)
+        self._context_regs = ContextRegisters(self.uc, views)
         self._pstate_writer = PstateWriter(self.uc)
         self._exception_regs = ExceptionRegisters(self.uc)
         # `until` is never used: the loop stops through hooks, budgets and exits only.
