@@ -1,16 +1,21 @@
 """The fast execution path agrees with the general one (a fresh ScenarioRun per execution)
-for the same injections, and its restore point brings RAM back exactly."""
+for the same injections, and its restore point brings RAM and devices back exactly and flushes
+the TLB only when the translation regime may have changed."""
 
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sandbox import Vm
 from sandbox.fuzz.fastpath import FastExecutor, agree
 from sandbox.fuzz.general import run_general
 from sandbox.fuzz.plan import Injection, Plan
+from sandbox.fuzz.restore_point import RestorePoint
 from sandbox.fuzz.sweep import sweep_points
 from sandbox.fuzz.target import Target
+
+from conftest import boot
 
 ROOT = Path(__file__).resolve().parent.parent / "scenarios" / "fuzz"
 VECTORS = Target(ROOT / "syscall-serror.toml", variant="vectors")
@@ -67,3 +72,47 @@ def test_fast_equals_general_for_random_nested_serrors(data):
     target = data.draw(st.sampled_from([VECTORS, FAULTY]))
     fast, general = _both(target, plan)
     assert not agree(fast, general), agree(fast, general)
+
+
+def test_restore_flushes_the_tlb_only_after_a_translation_regime_write():
+    # MMU off at the point and no regime register written since: the TLB can only hold flat
+    # translations, restoring needs no flush. A guest MSR or a host write to one must flush.
+    src = """
+guest_main:
+    mrs x1, tcr_el1
+    msr tcr_el1, x1
+    svc #0xffff
+"""
+    r = boot(src, vm=Vm(), max_instructions=11)  # stops before the MSR
+    vcpu = r.vcpu
+    flushes = []
+    flush = vcpu._flush_tlb
+    vcpu._flush_tlb = lambda: (flushes.append(1), flush())
+    point = RestorePoint(r.vm)
+    point.restore()
+    assert flushes == []
+    vcpu.run(max_instructions=2)  # the guest's `msr tcr_el1`
+    assert vcpu.virtual_sites.regime_writes == 1
+    point.restore()
+    assert flushes == [1]
+    point.restore()  # clean again from the last flush
+    assert flushes == [1]
+    vcpu.set_reg("TTBR0_EL1", 0)  # a host write counts too
+    point.restore()
+    assert flushes == [1, 1]
+
+
+def test_restore_brings_back_a_device_the_run_changed():
+    src = """
+guest_main:
+    ldr x1, =0x09000000
+    mov w2, #0x41
+    strb w2, [x1]
+    svc #0xffff
+"""
+    r = boot(src, vm=Vm(), max_instructions=10)  # _start done: nothing printed yet
+    point = RestorePoint(r.vm)
+    r.vcpu.run(max_instructions=4)  # the guest's store to the PL011's data register
+    assert bytes(r.vm.uart.output) == b"A"
+    point.restore()
+    assert bytes(r.vm.uart.output) == b""

@@ -246,7 +246,10 @@ def _fingerprint(device: Any) -> dict[str, Any] | None:
     compare equal, the device is as it was and restoring it can be skipped (most executions
     leave the UART alone). None for a device holding anything else (objects compare by
     identity): it is always restored."""
-    attributes = _attributes(device)
+    try:
+        attributes = _attributes(device)
+    except TypeError:  # no __dict__ (__slots__)
+        return None
     return copy.deepcopy(attributes) if _plain(attributes) else None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from ..hyp.result import CallResult
 from ..kvm import ExitReason
 from .registers import X_IDS
