@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from .arch import esr as esr_mod

@@ -43,9 +43,6 @@ X_IDS = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_A
 SDEI_SAVED_GPREGS = 18  # x0-x17 (TF-A sdei_dispatch_context_t, SDEI_SAVED_GPREGS)
 
 
-_FIND = object()  # `views` not given: look them up (cpustate.views reads /proc/self/maps each time)
-
-
 class _CpReg(ctypes.Structure):
     """uc_arm64_cp_reg (unicorn/arm64.h): the aux data of UC_ARM64_REG_CP_REG."""
 
@@ -88,12 +85,12 @@ class CallRegisters:
     Through sandbox.cpustate's views when it found them (no API call at all), else with one
     batch read of x0-x6, PC and SCTLR_EL1."""
 
-    def __init__(self, uc: "Uc", memory: "MemoryMap", views: Any = _FIND):
+    def __init__(self, uc: "Uc", memory: "MemoryMap", views: "cpustate.CpuViews | None"):
         self._memory = memory
         self._ram: tuple[int, int, memoryview] | None = None  # (base, end, 32-bit view) of the last hit
         self._word = ctypes.c_uint32()
         self._handle = _handle(uc)
-        v = cpustate.views(uc) if views is _FIND else views
+        v = views  # cpustate.views(uc), looked up once by the vCPU (it reads /proc/self/maps)
         self.x: Any = None  # x0-x30, PC at 32: the CPU's own storage (None: no views, use read())
         if v is not None:
             self.x = self._xregs = v.xregs
@@ -242,8 +239,8 @@ class ContextRegisters:
     """The SDEI context of a vCPU: x0-x17, PC and PSTATE (TF-A's saved dispatch context),
     and SCTLR_EL1 (which the handler's PSTATE depends on)."""
 
-    def __init__(self, uc: "Uc", views: Any = _FIND):
-        v = cpustate.views(uc) if views is _FIND else views
+    def __init__(self, uc: "Uc", views: "cpustate.CpuViews | None"):
+        v = views
         h = _handle(uc)
         self._x = None if v is None else v.xregs
         self._sctlr_view = None if v is None else v.sctlr

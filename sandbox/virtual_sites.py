@@ -71,11 +71,6 @@ class VirtualSites:
         """New code sites: walk again before the next run."""
         self.regime = None
 
-    @property
-    def watching(self) -> bool:
-        """Whether every guest write to a regime register is seen (from the first run on)."""
-        return self._watching
-
     def tlb_clean_since(self, writes: int, mmu_was_on: bool) -> bool:
         """Whether the TLB can only hold flat (MMU off) translations made since a point
         where `regime_writes` was `writes` and the MMU was off: then nothing about the
@@ -83,13 +78,12 @@ class VirtualSites:
         return self._watching and not mmu_was_on and self.regime_writes == writes
 
     def note_regime_write(self) -> None:
-        """The host wrote a regime register (Vcpu.set_reg)."""
+        """A regime register was written (a guest MSR, or the host through Vcpu.set_reg)."""
         self.regime_writes += 1
         self.stale = True
 
     def _on_regime_write(self, _reg: SysReg, _value: int) -> bool:
-        self.regime_writes += 1
-        self.stale = True
+        self.note_regime_write()
         self.vcpu._request_pause()  # after this MSR retires (it ends the translation block)
         return False  # Unicorn performs the write
 

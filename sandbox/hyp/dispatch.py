@@ -35,6 +35,7 @@ STATE_VERSION = 1  # of the snapshot section Hypervisor.state() writes
 
 _CONDUIT_NAMES = tuple(c.name for c in Conduit)  # by conduit number (the notify runs per call)
 
+
 class Hypervisor:
     def __init__(self, vm: "Vm", psci_conduit: Conduit = Conduit.HVC, sdei_conduit: Conduit = Conduit.HVC):
         self.vm = vm

@@ -76,20 +76,18 @@ class FunctionId:
     def describe(self) -> str:
         return describe_function(self.value)
 
-    def _describe(self) -> str:
-        kind = "fast" if self.fast else "yielding"
-        conv = "SMC64" if self.smc64 else "SMC32"
-        try:
-            owner = Owner(self.owner).name
-        except ValueError:
-            owner = f"owner {self.owner}"
-        return f"{self.value:#010x} ({kind} {conv} {owner} function {self.number:#x})"
-
 
 @functools.lru_cache(maxsize=1024)
 def describe_function(value: int) -> str:
     """FunctionId(value).describe(), kept per ID (every observed hypercall asks for it)."""
-    return FunctionId(value)._describe()
+    f = FunctionId(value)
+    kind = "fast" if f.fast else "yielding"
+    conv = "SMC64" if f.smc64 else "SMC32"
+    try:
+        owner = Owner(f.owner).name
+    except ValueError:
+        owner = f"owner {f.owner}"
+    return f"{value:#010x} ({kind} {conv} {owner} function {f.number:#x})"
 
 
 def arguments_of(fid: int, values: "list[int] | tuple[int, ...]") -> tuple[int, ...]:

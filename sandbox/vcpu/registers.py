@@ -33,7 +33,6 @@ DIRECT["fp"] = A.UC_ARM64_REG_X29
 
 _REGIME_DIRECT = ("ttbr0_el1", "ttbr1_el1")  # the regime registers (sandbox.virtual_sites) in DIRECT
 
-SPSR_EL1 = SYSREGS["SPSR_EL1"]
 SCTLR_EL1 = SYSREGS["SCTLR_EL1"]
 TPIDR_EL0 = SYSREGS["TPIDR_EL0"]
 
